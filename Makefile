@@ -1,0 +1,26 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/tickrun: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/tickrun
+
+demo: install
+	cd examples/demo && PATH="$(abspath $(BIN)):$$PATH" sh run_demo.sh
+
+test: install
+	$(BIN)/ruff check tickrun tests bench examples
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

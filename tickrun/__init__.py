@@ -1,0 +1,36 @@
+"""tickrun: a durable background-job queue in the database you already have, driven by cron."""
+
+from tickrun.app import App
+from tickrun.backoff import exponential
+from tickrun.errors import (
+    ConfigError,
+    DatabaseError,
+    Fail,
+    NotFound,
+    PayloadError,
+    Retry,
+    SchemaError,
+    TickrunError,
+    UnknownTask,
+    UsageError,
+)
+from tickrun.execution import TaskContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ConfigError",
+    "DatabaseError",
+    "Fail",
+    "NotFound",
+    "PayloadError",
+    "Retry",
+    "SchemaError",
+    "TaskContext",
+    "TickrunError",
+    "UnknownTask",
+    "UsageError",
+    "exponential",
+    "__version__",
+]

@@ -1,0 +1,180 @@
+"""What every command shares: the click group, --db/--app/--debug, output formats, errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from tickrun import __version__
+from tickrun.errors import ConfigError, TickrunError, UsageError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from tickrun.app import App
+
+
+class Context:
+    """What every command resolves: database, application, and how to report."""
+
+    def __init__(self) -> None:
+        self.db_flag: str | None = None
+        self.app_flag: str | None = None
+        self.debug = bool(os.environ.get("TICKRUN_DEBUG"))
+        self._app: App | None = None
+        self.url = ""
+
+    def app(self, required: bool = True) -> App | None:
+        if self._app is None:
+            from tickrun.config import resolve_app_ref
+            from tickrun.loader import load_app
+
+            ref = resolve_app_ref(self.app_flag)
+            if ref is None:
+                if required:
+                    raise ConfigError(
+                        "no application: pass --app MODULE:ATTR, set TICKRUN_APP, or set app "
+                        "in [tool.tickrun] of pyproject.toml"
+                    )
+                return None
+            self._app = load_app(ref.value)
+        return self._app
+
+    def engine(self, *, schema: bool = True, create: bool = False) -> Engine:
+        from tickrun.config import resolve_app_ref, resolve_database_url
+        from tickrun.database import check_exists, open_engine, require_schema
+
+        setting = resolve_database_url(self.db_flag)
+        if setting.source == "default" and resolve_app_ref(self.app_flag) is not None:
+            setting = resolve_database_url(self.db_flag, self.app(required=False))
+        self.url = setting.value
+        if not create:
+            check_exists(self.url)
+        engine = open_engine(self.url)
+        if schema:
+            require_schema(engine)
+        if self._app is not None:
+            self._app.use_database(self.url)
+        return engine
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+def _set_flag(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            setattr(ctx.ensure_object(Context), attr, value)
+        return value
+
+    return callback
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db``, ``--app`` and ``--debug``, accepted before and after the command name."""
+    fn = click.option(
+        "--db",
+        "db",
+        metavar="URL",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_flag("db_flag"),
+        help="Database URL (env TICKRUN_DATABASE_URL).",
+    )(fn)
+    fn = click.option(
+        "--app",
+        "app_ref",
+        metavar="MODULE:ATTR",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_flag("app_flag"),
+        help="Application to load (env TICKRUN_APP).",
+    )(fn)
+    fn = click.option(
+        "--debug",
+        is_flag=True,
+        default=None,
+        expose_value=False,
+        callback=_set_flag("debug"),
+        help="Show tracebacks of errors.",
+    )(fn)
+    return fn
+
+
+def formats(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format table|json|csv`` and ``--json``, resolved into one ``fmt`` argument."""
+    from tickrun.output import FORMATS
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, fmt: str, as_json: bool, **kwargs: Any) -> Any:
+        return fn(*args, fmt="json" if as_json else fmt, **kwargs)
+
+    wrapper = click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")(
+        wrapper
+    )
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(wrapper)
+
+
+def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    from tickrun.durations import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="tickrun")
+@common
+def cli() -> None:
+    """tickrun: a durable background-job queue in your database, driven by cron.
+
+    \b
+    Put one line in cron:  * * * * *  tickrun run --max-time 50s
+    Example:               tickrun --app myapp.jobs:app run
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: errors are one line on stderr, with the contract's exit code."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    ctx_obj = Context()
+    try:
+        code = cli.main(args=argv, prog_name="tickrun", standalone_mode=False, obj=ctx_obj)
+    except click.exceptions.Abort:
+        _fail("aborted", 130, ctx_obj)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), 2, ctx_obj)
+    except TickrunError as exc:
+        _fail(str(exc), exc.exit_code, ctx_obj)
+    except SQLAlchemyError as exc:
+        from tickrun.database import describe_db_error
+
+        err = describe_db_error(exc, ctx_obj.url)
+        _fail(str(err), err.exit_code, ctx_obj)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int, ctx: Context) -> None:
+    if ctx.debug:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(code)

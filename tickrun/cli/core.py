@@ -1,0 +1,181 @@
+"""The core commands: init, enqueue, run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.errors import UsageError
+
+
+@cli.command()
+@common
+@pass_ctx
+def init(ctx: Context) -> None:
+    """Create the tickrun tables, or upgrade an older schema in place (idempotent).
+
+    Example: tickrun --db postgresql+psycopg://app@db/app init
+    """
+    from tickrun.database import mask_url
+    from tickrun.migrations import init_schema
+
+    engine = ctx.engine(schema=False, create=True)
+    before, after = init_schema(engine)
+    if before is None:
+        state = "created"
+    elif before == after:
+        state = "already current"
+    else:
+        state = f"upgraded from version {before}"
+    click.echo(f"tickrun schema version {after} {state} in {mask_url(ctx.url)}")
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--payload", metavar="JSON", help="Keyword arguments, as a JSON object.")
+@click.option("--key", help="Idempotency key: a second enqueue with it adds nothing.")
+@click.option("--at", "at", metavar="ISO", help="Run at this time (ISO 8601; UTC if no offset).")
+@click.option(
+    "--in", "delay", metavar="DURATION", callback=duration, help="Run after this long, e.g. 10m."
+)
+@click.option("--queue", help="Queue, instead of the task's own.")
+@click.option("--priority", type=int, help="Priority, instead of the task's own (higher first).")
+@formats
+@common
+@pass_ctx
+def enqueue(
+    ctx: Context,
+    task: str,
+    payload: str | None,
+    key: str | None,
+    at: str | None,
+    delay: float | None,
+    queue: str | None,
+    priority: int | None,
+    fmt: str,
+) -> None:
+    """Add a task; prints its id.
+
+    Example: tickrun enqueue send_welcome_email --payload '{"user_id": 42}' --in 10m
+    """
+    from tickrun.output import render_one
+
+    data = _parse_payload(payload)
+    run_at = _parse_time(at) if at is not None else None
+    app = ctx.app()
+    assert app is not None
+    app.task_row(task, data, key=key, delay=delay, run_at=run_at, queue=queue, priority=priority)
+    ctx.engine()
+    result = app.enqueue_result(
+        task, data, key=key, delay=delay, run_at=run_at, queue=queue, priority=priority
+    )
+    if fmt == "table":
+        click.echo(result.id)
+        if result.duplicate:
+            click.echo(
+                f"note: key {key!r} is already taken by task {result.id}; nothing added", err=True
+            )
+    else:
+        click.echo(render_one({"id": result.id, "duplicate": result.duplicate}, fmt))
+
+
+@cli.command()
+@click.option("--queue", "queues", multiple=True, help="Only this queue (repeatable).")
+@click.option("--max-tasks", type=click.IntRange(min=1), help="Claim at most N tasks.")
+@click.option(
+    "--max-time",
+    metavar="DURATION",
+    callback=duration,
+    help="Stop claiming after this long, e.g. 50s.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=256),
+    default=1,
+    show_default=True,
+    help="Handlers run at once.",
+)
+@click.option("--worker", help="Name recorded on attempts [default: host:pid].")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["dead", "failure", "never"]),
+    default="dead",
+    show_default=True,
+    help="What makes the exit code 1.",
+)
+@click.option(
+    "--grace",
+    metavar="DURATION",
+    callback=duration,
+    default="30s",
+    show_default=True,
+    help="On SIGTERM/SIGINT, how long in-flight tasks may finish.",
+)
+@common
+@pass_ctx
+def run(
+    ctx: Context,
+    queues: tuple[str, ...],
+    max_tasks: int | None,
+    max_time: float | None,
+    concurrency: int,
+    worker: str | None,
+    fail_on: str,
+    grace: float,
+) -> int:
+    """Enqueue due schedule occurrences, then claim and run due tasks until none is due.
+
+    Exit code 0: no task became dead; 1: one did (see --fail-on).
+
+    Example: tickrun --app myapp.jobs:app run --max-time 50s --concurrency 4
+    """
+    from tickrun.runner import Runner, RunOptions
+
+    app = ctx.app()
+    assert app is not None
+    engine = ctx.engine()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    options = RunOptions(
+        queues=queues,
+        max_tasks=max_tasks,
+        max_time=max_time,
+        concurrency=concurrency,
+        worker=worker,
+        fail_on=fail_on,
+        grace=grace,
+    )
+    summary = Runner(app, engine, options).run(install_signals=True)
+    click.echo(summary.line())
+    return summary.exit_code
+
+
+def _parse_payload(text: str | None) -> dict[str, Any]:
+    from tickrun.errors import PayloadError
+
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON payload: {exc}") from None
+    if not isinstance(value, dict):
+        kind = "an array" if isinstance(value, list) else type(value).__name__
+        raise PayloadError(f"payload must be a JSON object, not {kind}")
+    return value
+
+
+def _parse_time(text: str) -> datetime:
+    from tickrun.clock import as_utc
+
+    try:
+        return as_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise UsageError(
+            f"invalid date {text!r}: use ISO 8601, e.g. 2026-11-23T09:00:00+01:00"
+        ) from None

@@ -1,0 +1,62 @@
+"""Where each setting comes from: flag > environment > ``[tool.tickrun]`` in ./pyproject.toml >
+the application's own ``database_url`` > default."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tickrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tickrun.app import App
+
+DEFAULT_URL = "sqlite:///tickrun.db"
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # flag | environment (NAME) | pyproject.toml | application | default
+
+
+def pyproject_settings(path: str = "pyproject.toml") -> dict[str, Any]:
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    section = data.get("tool", {}).get("tickrun", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"[tool.tickrun] in {path} must be a table")
+    return section
+
+
+def _resolve(flag: str | None, env: str, key: str) -> Setting | None:
+    if flag:
+        return Setting(flag, "flag")
+    if os.environ.get(env):
+        return Setting(os.environ[env], f"environment ({env})")
+    value = pyproject_settings().get(key)
+    if value is not None:
+        if not isinstance(value, str):
+            raise ConfigError(f"[tool.tickrun] {key} in pyproject.toml must be a string")
+        return Setting(value, "pyproject.toml")
+    return None
+
+
+def resolve_database_url(flag: str | None, app: App | None = None) -> Setting:
+    found = _resolve(flag, "TICKRUN_DATABASE_URL", "database_url")
+    if found:
+        return found
+    if app is not None and app.database_url:
+        return Setting(app.database_url, "application")
+    return Setting(DEFAULT_URL, "default")
+
+
+def resolve_app_ref(flag: str | None) -> Setting | None:
+    return _resolve(flag, "TICKRUN_APP", "app")

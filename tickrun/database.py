@@ -1,0 +1,87 @@
+"""Opening the database: engines, masked URLs, and the schema-version check."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from tickrun import dialects
+from tickrun.errors import ConfigError, DatabaseError, SchemaError
+from tickrun.schema import SCHEMA_VERSION, meta
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``; never print a URL any other way."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def sqlite_path(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
+@cache
+def open_engine(url: str) -> Engine:
+    """One engine per URL per process; configured for durable, lock-safe use."""
+    try:
+        engine = create_engine(url, **dialects.engine_options(url))
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigError(f"invalid database URL {mask_url(url)}: {exc}") from None
+    except ImportError as exc:
+        hint = " (pip install 'tickrun[postgres]' or 'tickrun[mysql]')"
+        raise ConfigError(f"database driver missing for {mask_url(url)}: {exc}{hint}") from None
+    dialects.configure(engine)
+    return engine
+
+
+def check_exists(url: str) -> None:
+    """Refuse to create an empty SQLite file as a side effect of a read-only command."""
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        raise SchemaError(f"database file {path} does not exist: run `tickrun init` first")
+
+
+def schema_version(engine: Engine) -> int | None:
+    """The stored schema version, or None when there is no tickrun schema."""
+    from sqlalchemy import inspect
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(meta.name):
+            return None
+        value = conn.execute(select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
+    return None if value is None else int(value)
+
+
+def require_schema(engine: Engine) -> None:
+    version = schema_version(engine)
+    if version is None:
+        raise SchemaError("this database has no tickrun schema: run `tickrun init` first")
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"the tickrun schema is version {version}, this tickrun needs {SCHEMA_VERSION}: "
+            "run `tickrun init` to upgrade it"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the tickrun schema is version {version}, newer than this tickrun understands "
+            f"({SCHEMA_VERSION}): upgrade tickrun"
+        )
+
+
+def describe_db_error(exc: SQLAlchemyError, url: str) -> DatabaseError:
+    """A one-line DatabaseError for a driver failure, with any password scrubbed."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    password = make_url(url).password if url else None
+    if password:
+        text = text.replace(str(password), "***")
+    return DatabaseError(f"database error ({mask_url(url)}): {text[:500]}")

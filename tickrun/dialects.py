@@ -1,0 +1,114 @@
+"""The only module that branches on the database.
+
+- SQLite: WAL, ``synchronous=FULL`` (durable commits), a busy timeout, and every transaction
+  opened with ``BEGIN IMMEDIATE`` so a write transaction takes the lock up front instead of
+  failing with "database is locked" when it upgrades from a read.
+- PostgreSQL and MariaDB/MySQL: claims with ``FOR UPDATE SKIP LOCKED``; MariaDB runs at
+  READ COMMITTED so a claim's range scan takes no gap locks that would stall enqueues.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, Select, Table, event, insert, select
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def kind(bind: Engine | Connection) -> str:
+    """``sqlite``, ``postgresql`` or ``mysql`` (MariaDB included)."""
+    name = bind.dialect.name
+    return "mysql" if name == "mariadb" else name
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    if backend == "postgresql":
+        return {"connect_args": {"connect_timeout": 10}}
+    if backend in ("mysql", "mariadb"):
+        return {"isolation_level": "READ COMMITTED", "connect_args": {"connect_timeout": 10}}
+    return {}
+
+
+def configure(engine: Engine) -> None:
+    if kind(engine) != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module: it would BEGIN lazily and
+        # deferred; the "begin" hook below opens every transaction IMMEDIATE instead.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def skip_locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
+    """Row locks concurrent claimers step over (SQLite: the IMMEDIATE lock excludes them)."""
+    if kind(conn) == "sqlite":
+        return stmt
+    return stmt.with_for_update(skip_locked=True)
+
+
+def locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
+    """Lock the selected rows until commit, so a fencing check and its write are atomic."""
+    if kind(conn) == "sqlite":
+        return stmt
+    return stmt.with_for_update()
+
+
+def insert_unless_exists(
+    conn: Connection, table: Table, values: dict[str, Any], unique: str = "key"
+) -> Any | None:
+    """Insert a row; return its primary key, or None when a row with the same ``unique`` exists.
+
+    Concurrent inserts of one key wait for each other and exactly one wins, on every database.
+    """
+    backend = kind(conn)
+    if backend in ("postgresql", "sqlite"):
+        if backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = (
+            dialect_insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[unique])
+            .returning(*table.primary_key.columns)
+        )
+        return conn.execute(stmt).scalar()
+    # InnoDB rolls back only the failing statement on a duplicate key, but the caller's
+    # transaction may be ours or theirs: a savepoint keeps either intact.
+    try:
+        with conn.begin_nested():
+            return conn.execute(insert(table).values(**values)).inserted_primary_key[0]
+    except IntegrityError as exc:
+        if getattr(exc.orig, "args", (None,))[0] != 1062:  # ER_DUP_ENTRY
+            raise
+        return None
+
+
+def existing_key_id(conn: Connection, table: Table, key: str) -> int:
+    """The id of the row holding ``key``; a locking read sees rows committed after our snapshot."""
+    stmt = select(table.c.id).where(table.c.key == key)
+    if kind(conn) == "mysql":
+        stmt = stmt.with_for_update(read=True)
+    return conn.execute(stmt).scalar_one()
+
+
+def lock_schema(conn: Connection) -> None:
+    """Serialise concurrent ``init`` runs where the database allows it inside a transaction."""
+    if kind(conn) == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7305412698)")

@@ -1,0 +1,248 @@
+"""Calling one handler for one attempt, and turning whatever happens into a Result.
+
+Handlers without a ``timeout`` run in a thread of the run. Python cannot stop a thread, so a
+handler with a ``timeout`` runs in a child process (spawned once per concurrency slot and
+reused); when the attempt overruns, the child is killed and replaced. Messages between the run
+and its children are JSON, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import traceback as tb
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tickrun.errors import Fail, Retry
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection as Pipe
+
+    from tickrun.app import TaskSpec
+
+MAX_TEXT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a handler declared with ``context=True`` receives as its first argument."""
+
+    task_id: int
+    task: str
+    attempt: int
+    max_attempts: int
+    key: str | None
+    scheduled_for: datetime | None
+    logger: logging.LoggerAdapter[logging.Logger]
+
+
+@dataclass(frozen=True)
+class Result:
+    kind: str  # ok | error | retry | fail | timeout
+    error: str | None = None
+    traceback: str | None = None
+    delay: float | None = None
+
+
+def bounded(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, keeping its head and its tail."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    marker = f"\n... [{len(raw) - limit} bytes cut] ...\n".encode()
+    keep = (limit - len(marker)) // 2
+    head = raw[:keep].decode("utf-8", "ignore")
+    tail = raw[-keep:].decode("utf-8", "ignore")
+    return head + marker.decode() + tail
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(``Type: message``, traceback), each bounded; works when ``str(exc)`` itself raises."""
+    kind = type(exc).__qualname__
+    try:
+        message = str(exc)
+    except BaseException as inner:  # noqa: BLE001 - a broken __str__ must not hide the failure
+        message = f"<str() of the exception raised {type(inner).__qualname__}>"
+    try:
+        trace = "".join(tb.format_exception(exc))
+    except BaseException:  # noqa: BLE001
+        trace = f"{kind}: <traceback could not be formatted>"
+    return bounded(f"{kind}: {message}" if message else kind), bounded(trace)
+
+
+def decode_payload(payload: str) -> dict[str, Any]:
+    value = json.loads(payload)
+    if not isinstance(value, dict):
+        raise TypeError("stored payload is not a JSON object")
+    return value
+
+
+def invoke(spec: TaskSpec, payload: str, context: TaskContext) -> Result:
+    """Run the handler once in this thread; every exception becomes a Result."""
+    try:
+        kwargs = decode_payload(payload)
+        if spec.context:
+            spec.fn(context, **kwargs)
+        else:
+            spec.fn(**kwargs)
+    except Retry as exc:
+        return Result("retry", error=f"Retry: {exc}", delay=exc.delay)
+    except Fail as exc:
+        error, trace = describe(exc)
+        return Result("fail", error=error, traceback=trace)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from a handler is a failure too
+        error, trace = describe(exc)
+        return Result("error", error=error, traceback=trace)
+    return Result("ok")
+
+
+def make_context(
+    spec: TaskSpec,
+    task_id: int,
+    attempt: int,
+    max_attempts: int,
+    key: str | None,
+    scheduled_for: datetime | None,
+) -> TaskContext:
+    logger = logging.LoggerAdapter(
+        logging.getLogger(f"tickrun.task.{spec.name}"), {"task_id": task_id, "attempt": attempt}
+    )
+    return TaskContext(task_id, spec.name, attempt, max_attempts, key, scheduled_for, logger)
+
+
+class ChildPool:
+    """Child processes that run handlers with a timeout; one is killed when it overruns."""
+
+    def __init__(self, app_ref: str) -> None:
+        self._app_ref = app_ref
+        self._idle: list[tuple[multiprocessing.process.BaseProcess, Pipe]] = []
+        self._busy: set[multiprocessing.process.BaseProcess] = set()
+        self._lock = threading.Lock()
+
+    def call(self, spec: TaskSpec, payload: str, ctx: TaskContext) -> Result:
+        timeout = float(spec.timeout or 0)
+        try:
+            proc, conn = self._acquire()
+        except ChildStartError as exc:
+            return Result("error", error=bounded(str(exc)), traceback=None)
+        job = {
+            "task": spec.name,
+            "payload": payload,
+            "task_id": ctx.task_id,
+            "attempt": ctx.attempt,
+            "max_attempts": ctx.max_attempts,
+            "key": ctx.key,
+            "scheduled_for": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
+        }
+        conn.send_bytes(json.dumps(job).encode())
+        if not conn.poll(timeout):
+            self._kill(proc, conn)
+            return Result(
+                "timeout", error=f"timeout: the attempt ran over {timeout:g}s and was stopped"
+            )
+        try:
+            answer = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            self._kill(proc, conn)
+            return Result("error", error=f"worker process died (exit code {proc.exitcode})")
+        with self._lock:
+            self._busy.discard(proc)
+            self._idle.append((proc, conn))
+        return Result(**answer)
+
+    def _acquire(self) -> tuple[multiprocessing.process.BaseProcess, Pipe]:
+        with self._lock:
+            while self._idle:
+                proc, conn = self._idle.pop()
+                if proc.is_alive():
+                    self._busy.add(proc)
+                    return proc, conn
+        ctx = multiprocessing.get_context("spawn")
+        parent_end, child_end = ctx.Pipe()
+        proc = ctx.Process(
+            target=_child_main, args=(child_end, self._app_ref, os.getpid()), daemon=True
+        )
+        proc.start()
+        child_end.close()
+        try:
+            ready = json.loads(parent_end.recv_bytes())
+        except (EOFError, OSError):
+            ready = {"error": f"worker process died at start (exit code {proc.exitcode})"}
+        if ready.get("error"):
+            proc.kill()
+            raise ChildStartError(ready["error"])
+        with self._lock:
+            self._busy.add(proc)
+        return proc, parent_end
+
+    def _kill(self, proc: multiprocessing.process.BaseProcess, conn: Pipe) -> None:
+        proc.kill()
+        proc.join(5)
+        conn.close()
+        with self._lock:
+            self._busy.discard(proc)
+
+    def close(self) -> None:
+        with self._lock:
+            procs = [p for p, _ in self._idle] + list(self._busy)
+            for _, conn in self._idle:
+                conn.close()
+            self._idle.clear()
+            self._busy.clear()
+        for proc in procs:
+            proc.kill()
+            proc.join(5)
+
+
+class ChildStartError(Exception):
+    pass
+
+
+def _child_main(conn: Pipe, app_ref: str, parent_pid: int) -> None:
+    # The run decides when a child stops (timeout, end of grace); Ctrl-C and a service
+    # manager's SIGTERM to the whole group must not cut a handler short behind its back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    try:
+        from tickrun.loader import load_app
+
+        app = load_app(app_ref)
+    except BaseException as exc:  # noqa: BLE001
+        conn.send_bytes(
+            json.dumps(
+                {"error": f"worker process could not load {app_ref}: {describe(exc)[0]}"}
+            ).encode()
+        )
+        return
+    conn.send_bytes(b'{"error": null}')
+    while True:
+        try:
+            job = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        spec = app.tasks[job["task"]]
+        scheduled = job["scheduled_for"]
+        ctx = make_context(
+            spec,
+            job["task_id"],
+            job["attempt"],
+            job["max_attempts"],
+            job["key"],
+            datetime.fromisoformat(scheduled) if scheduled else None,
+        )
+        conn.send_bytes(json.dumps(asdict(invoke(spec, job["payload"], ctx))).encode())
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    import time
+
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(1)

@@ -1,0 +1,58 @@
+"""``tickrun init``: create the schema or upgrade an older one in place, idempotently.
+
+Several hosts may run it at once. SQLite serialises it with its IMMEDIATE lock and PostgreSQL
+with a transaction-scoped advisory lock (DDL is transactional there); MariaDB commits DDL
+implicitly, so a lost race ("already exists") is simply retried against the new state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from tickrun import dialects
+from tickrun.schema import SCHEMA_VERSION, meta, metadata
+
+# version reached -> the step that upgrades the previous version to it, in place.
+UPGRADES: dict[int, Callable[[Connection], None]] = {}
+
+
+def init_schema(engine: Engine, attempts: int = 5) -> tuple[int | None, int]:
+    """Create or upgrade the schema; returns (version before, version after)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                dialects.lock_schema(conn)
+                return _init(conn)
+        except SQLAlchemyError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _init(conn: Connection) -> tuple[int | None, int]:
+    before = _stored_version(conn)
+    metadata.create_all(conn, checkfirst=True)
+    if before is None:
+        dialects.insert_unless_exists(
+            conn, meta, {"name": "schema_version", "value": str(SCHEMA_VERSION)}, unique="name"
+        )
+        return None, SCHEMA_VERSION
+    for version in range(before + 1, SCHEMA_VERSION + 1):
+        UPGRADES[version](conn)
+        conn.execute(update(meta).where(meta.c.name == "schema_version").values(value=str(version)))
+    return before, max(before, SCHEMA_VERSION)
+
+
+def _stored_version(conn: Connection) -> int | None:
+    from sqlalchemy import inspect
+
+    if not inspect(conn).has_table(meta.name):
+        return None
+    value = conn.execute(select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
+    return None if value is None else int(value)

@@ -1,0 +1,383 @@
+"""One run: enqueue due schedule occurrences, then claim, execute and record until none is due.
+
+The main thread owns the database connection: it claims in batches, hands tasks to worker
+threads, records their outcomes in batches, and renews the leases of everything it holds. An
+outcome not yet recorded when the run dies means the task runs again after its lease (at least
+once); the claim token fences every write, so a late run cannot overwrite a newer claim.
+This is the only place handler errors are caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from tickrun import clock, store
+from tickrun.database import describe_db_error
+from tickrun.execution import ChildPool, Result, invoke, make_context
+from tickrun.schema import DEAD, RETRYING, SUCCEEDED
+
+if TYPE_CHECKING:
+    from tickrun.app import App
+
+log = logging.getLogger("tickrun")
+
+FAIL_ON = ("dead", "failure", "never")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    queues: tuple[str, ...] = ()
+    max_tasks: int | None = None
+    max_time: float | None = None
+    concurrency: int = 1
+    worker: str | None = None
+    fail_on: str = "dead"
+    grace: float = 30.0
+    batch_size: int = 50  # tasks claimed per round trip, beyond one per worker
+    flush_after: float = 0.05  # seconds an outcome may wait to share a commit with others
+
+
+@dataclass
+class RunSummary:
+    run_id: int = 0
+    worker: str = ""
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead: int = 0
+    failed: int = 0  # failed attempts, dead ones included
+    lost: int = 0  # earlier attempts found with an expired lease
+    released: int = 0
+    scheduled: int = 0
+    interrupted: bool = False
+    elapsed: float = 0.0
+    exit_code: int = 0
+    stale: int = 0  # outcomes not written because the claim had been taken over
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        extra = "".join(
+            f", {n} {label}"
+            for n, label in (
+                (self.scheduled, "scheduled"),
+                (self.lost, "lost leases"),
+                (self.released, "released"),
+                (self.stale, "stale outcomes"),
+            )
+            if n
+        )
+        stop = " (stopped by signal)" if self.interrupted else ""
+        return (
+            f"tickrun run {self.run_id}: claimed {self.claimed}, succeeded {self.succeeded}, "
+            f"retried {self.retried}, dead {self.dead}{extra} in {self.elapsed:.2f}s "
+            f"[worker {self.worker}]{stop}"
+        )
+
+
+class Runner:
+    def __init__(self, app: App, engine: Engine, options: RunOptions) -> None:
+        if options.fail_on not in FAIL_ON:
+            raise ValueError(f"fail_on must be one of {FAIL_ON}")
+        self.app = app
+        self.engine = engine
+        self.options = options
+        self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.leases = {name: spec.lease for name, spec in app.tasks.items()}
+        self.summary = RunSummary(worker=self.worker)
+        self._jobs: queue.Queue[store.Claimed | None] = queue.Queue()
+        self._results: queue.Queue[store.Outcome] = queue.Queue()
+        self._held: dict[int, store.Claimed] = {}
+        self._started: set[int] = set()
+        self._signals = 0
+        self._children: ChildPool | None = None
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self, install_signals: bool = False) -> RunSummary:
+        began = time.monotonic()
+        previous = self._install_signals() if install_signals else {}
+        threads = [
+            threading.Thread(target=self._work, name=f"tickrun-worker-{i}", daemon=True)
+            for i in range(self.options.concurrency)
+        ]
+        failure: SQLAlchemyError | None = None
+        try:
+            self.summary.run_id = store.start_run(
+                self.engine,
+                host=socket.gethostname(),
+                worker=self.worker,
+                pid=os.getpid(),
+                now=clock.now(),
+            )
+            self.summary.scheduled = self._enqueue_schedules()
+            for thread in threads:
+                thread.start()
+            self._loop(began)
+        except SQLAlchemyError as exc:
+            failure = exc
+        finally:
+            for _ in threads:
+                self._jobs.put(None)
+            if self._children is not None:
+                self._children.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.summary.elapsed = time.monotonic() - began
+        self.summary.exit_code = self._exit_code()
+        if failure is not None:
+            raise describe_db_error(
+                failure, self.engine.url.render_as_string(hide_password=False)
+            ) from None
+        try:
+            store.finish_run(
+                self.engine,
+                self.summary.run_id,
+                now=clock.now(),
+                exit_code=self.summary.exit_code,
+                claimed=self.summary.claimed,
+                succeeded=self.summary.succeeded,
+                retried=self.summary.retried,
+                dead=self.summary.dead,
+            )
+        except SQLAlchemyError as exc:
+            raise describe_db_error(
+                exc, self.engine.url.render_as_string(hide_password=False)
+            ) from None
+        return self.summary
+
+    def _loop(self, began: float) -> None:
+        opts = self.options
+        pending: list[store.Outcome] = []
+        first_pending = 0.0
+        exhausted = False
+        next_beat = time.monotonic() + self._beat_interval()
+        grace_end: float | None = None
+        while True:
+            stopping = self._signals > 0
+            if stopping and grace_end is None:
+                grace_end = time.monotonic() + (opts.grace if self._signals == 1 else 0)
+                self._release_unstarted()
+            if self._signals > 1:
+                grace_end = min(grace_end or 0, time.monotonic())
+            time_up = opts.max_time is not None and time.monotonic() - began >= opts.max_time
+            if time_up and not stopping:
+                self._release_unstarted()
+            limited = time_up or (
+                opts.max_tasks is not None and self.summary.claimed >= opts.max_tasks
+            )
+            if not (stopping or limited or exhausted) and self._jobs.qsize() < opts.concurrency:
+                exhausted = self._claim()
+            if not self._held and (exhausted or stopping or limited):
+                break
+            wait = min(0.5, max(0.0, next_beat - time.monotonic()))
+            if pending:
+                wait = min(wait, max(0.0, first_pending + opts.flush_after - time.monotonic()))
+            if grace_end is not None:
+                wait = min(wait, max(0.0, grace_end - time.monotonic()))
+            try:
+                outcome = self._results.get(timeout=wait)
+                if not pending:
+                    first_pending = time.monotonic()
+                pending.append(outcome)
+                while True:
+                    pending.append(self._results.get_nowait())
+            except queue.Empty:
+                pass
+            all_done = len(pending) == len(self._held)
+            if pending and (
+                all_done
+                or len(pending) >= opts.batch_size
+                or stopping
+                or time.monotonic() - first_pending >= opts.flush_after
+            ):
+                self._record(pending)
+                pending = []
+                exhausted = False
+            if time.monotonic() >= next_beat and self._held:
+                store.renew(self.engine, self._held.values(), self.leases, clock.now())
+                next_beat = time.monotonic() + self._beat_interval()
+            if grace_end is not None and time.monotonic() >= grace_end and self._held:
+                self._interrupt_in_flight()
+                break
+
+    def _claim(self) -> bool:
+        """Claim a batch; True when fewer were due than asked for (nothing more to do now)."""
+        opts = self.options
+        want = opts.batch_size + opts.concurrency - self._jobs.qsize()
+        if opts.max_tasks is not None:
+            want = min(want, opts.max_tasks - self.summary.claimed)
+        if want <= 0 or not self.leases:
+            return True
+        batch = store.claim(
+            self.engine,
+            names=list(self.leases),
+            queues=list(opts.queues),
+            limit=want,
+            worker=self.worker,
+            leases=self.leases,
+            now=clock.now(),
+        )
+        self.summary.claimed += len(batch.tasks)
+        self.summary.lost += batch.lost
+        self.summary.dead += batch.dead
+        self.summary.failed += batch.dead
+        for task in batch.tasks:
+            self._held[task.id] = task
+            self._jobs.put(task)
+        if batch.dead:
+            log.warning("%d task(s) dead: their last attempt's lease expired", batch.dead)
+        return len(batch.tasks) + batch.dead < want
+
+    def _beat_interval(self) -> float:
+        leases = [self.leases[t.name] for t in self._held.values()] or list(self.leases.values())
+        return min(leases, default=60) / 3
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            task = self._jobs.get()
+            if task is None:
+                return
+            self._started.add(task.id)
+            spec = self.app.tasks[task.name]
+            ctx = make_context(
+                spec, task.id, task.attempt, task.max_attempts, task.key, task.scheduled_for
+            )
+            if spec.timeout is None:
+                result = invoke(spec, task.payload, ctx)
+            else:
+                result = self._child_pool().call(spec, task.payload, ctx)
+            self._results.put(self._outcome(task, result))
+
+    def _child_pool(self) -> ChildPool:
+        if self._children is None:
+            self._children = ChildPool(self.app.resolve_import_ref())
+        return self._children
+
+    def _outcome(self, task: store.Claimed, result: Result) -> store.Outcome:
+        now = clock.now()
+        if result.kind == "ok":
+            return store.Outcome(task, "succeeded", SUCCEEDED, now)
+        spec = self.app.tasks[task.name]
+        outcome = {"error": "failed", "retry": "retry", "fail": "failed", "timeout": "timeout"}[
+            result.kind
+        ]
+        if result.kind == "fail" or task.attempt >= task.max_attempts:
+            return store.Outcome(task, outcome, DEAD, now, None, result.error, result.traceback)
+        delay = result.delay if result.delay is not None else spec.backoff(task.attempt)
+        run_at = now + timedelta(seconds=max(0.0, float(delay)))
+        return store.Outcome(task, outcome, RETRYING, now, run_at, result.error, result.traceback)
+
+    # -- recording ----------------------------------------------------------------------
+
+    def _record(self, outcomes: list[store.Outcome]) -> None:
+        written = store.record(self.engine, outcomes, now=clock.now(), worker=self.worker)
+        for o in outcomes:
+            self._held.pop(o.task.id, None)
+            self._started.discard(o.task.id)
+            if o.task.id not in written:
+                self.summary.stale += 1
+                log.warning(
+                    "task %d %s: outcome %s not recorded, its claim was taken over after the "
+                    "lease expired",
+                    o.task.id,
+                    o.task.name,
+                    o.outcome,
+                )
+                continue
+            if o.status == SUCCEEDED:
+                self.summary.succeeded += 1
+                continue
+            self.summary.failed += 1
+            if o.status == DEAD:
+                self.summary.dead += 1
+                log.warning(
+                    "task %d %s: attempt %d/%d failed, now dead: %s",
+                    o.task.id,
+                    o.task.name,
+                    o.task.attempt,
+                    o.task.max_attempts,
+                    o.error,
+                )
+            else:
+                self.summary.retried += 1
+                log.warning(
+                    "task %d %s: attempt %d/%d %s, retry at %s: %s",
+                    o.task.id,
+                    o.task.name,
+                    o.task.attempt,
+                    o.task.max_attempts,
+                    o.outcome,
+                    o.run_at.isoformat(timespec="seconds") if o.run_at else "?",
+                    o.error,
+                )
+
+    def _release_unstarted(self) -> None:
+        unstarted = []
+        while True:
+            try:
+                task = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                unstarted.append(task)
+        if unstarted:
+            self.summary.released += store.release(self.engine, unstarted, clock.now())
+            for task in unstarted:
+                self._held.pop(task.id, None)
+
+    def _interrupt_in_flight(self) -> None:
+        """At the end of the grace period: record the attempts still running as interrupted."""
+        now = clock.now()
+        outcomes = []
+        for task in self._held.values():
+            status = DEAD if task.attempt >= task.max_attempts else RETRYING
+            outcomes.append(
+                store.Outcome(
+                    task,
+                    "interrupted",
+                    status,
+                    now,
+                    now if status == RETRYING else None,
+                    "interrupted: the run was stopped before the handler finished",
+                    None,
+                )
+            )
+        self._record(outcomes)
+
+    # -- signals and exit ---------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, object]:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self._signals += 1
+            self.summary.interrupted = True
+
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+        return previous
+
+    def _exit_code(self) -> int:
+        fail_on = self.options.fail_on
+        if fail_on == "dead" and self.summary.dead:
+            return 1
+        if fail_on == "failure" and self.summary.failed:
+            return 1
+        return 0
+
+    def _enqueue_schedules(self) -> int:
+        return 0

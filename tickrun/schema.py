@@ -1,0 +1,178 @@
+"""The tables, as SQLAlchemy Core metadata. Every table is prefixed ``tickrun_``.
+
+Statuses, and who moves a task in and out of each:
+
+- ``pending``: set by enqueue (and by ``dlq retry`` / a released claim); left when a run claims it.
+- ``running``: set by a run's claim; left when that run records the outcome, releases the task
+  on shutdown, or when a later run reclaims it after its lease expired.
+- ``retrying``: set by a run when an attempt failed and attempts remain; left on the next claim
+  or by ``cancel``.
+- ``succeeded``: set by the run whose handler returned; final (``prune`` deletes it).
+- ``dead``: set by a run when attempts ran out or the handler raised ``Fail``; left by
+  ``dlq retry`` (back to ``pending``) or ``dlq purge``.
+- ``cancelled``: set by ``cancel`` on a pending or retrying task; final.
+
+``claimable_at`` is what the claim query orders and filters on: the ``run_at`` of a waiting task,
+the lease expiry of a running one, and NULL once the task is finished, so one partial index
+covers every due task however many finished rows the table holds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+SCHEMA_VERSION = 1
+
+PENDING, RUNNING, RETRYING = "pending", "running", "retrying"
+SUCCEEDED, DEAD, CANCELLED = "succeeded", "dead", "cancelled"
+STATUSES = (PENDING, RUNNING, RETRYING, SUCCEEDED, DEAD, CANCELLED)
+WAITING = (PENDING, RETRYING)
+FINISHED = (SUCCEEDED, CANCELLED)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as a naive UTC timestamp (microseconds everywhere), returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("tickrun stores aware datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+# Errors and tracebacks are bounded to 64 KiB of UTF-8; MySQL's TEXT holds 64 KiB of bytes
+# with no room for the marker, so it gets MEDIUMTEXT; payloads may be larger still.
+BoundedText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+_mysql = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+
+meta = Table(
+    "tickrun_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+    **_mysql,
+)
+
+tasks = Table(
+    "tickrun_tasks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("payload", LongText, nullable=False),
+    Column("key", String(255), nullable=True),
+    Column("run_at", UTCDateTime, nullable=False),
+    Column("claimable_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("claim_token", String(32), nullable=True),
+    Column("worker", String(255), nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("last_error", BoundedText, nullable=True),
+    Column("last_traceback", BoundedText, nullable=True),
+    Column("schedule", String(200), nullable=True),
+    Column("scheduled_for", UTCDateTime, nullable=True),
+    UniqueConstraint("key", name="uq_tickrun_tasks_key"),
+    **_mysql,
+)
+
+# The claim query's exact order; partial where the database can, so finished rows cost nothing.
+Index(
+    "ix_tickrun_tasks_claim",
+    tasks.c.priority.desc(),
+    tasks.c.claimable_at,
+    tasks.c.id,
+    postgresql_where=tasks.c.claimable_at.isnot(None),
+    sqlite_where=tasks.c.claimable_at.isnot(None),
+)
+# MariaDB has no partial indexes: a plain one lets it range-scan the due rows only.
+Index("ix_tickrun_tasks_due", tasks.c.claimable_at).ddl_if(dialect=("mysql", "mariadb"))
+Index("ix_tickrun_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
+Index("ix_tickrun_tasks_schedule", tasks.c.schedule, tasks.c.status)
+
+attempts = Table(
+    "tickrun_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("worker", String(255), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("error", BoundedText, nullable=True),
+    Column("traceback", BoundedText, nullable=True),
+    Index("ix_tickrun_attempts_task", "task_id", "attempt"),
+    Index("ix_tickrun_attempts_finished", "finished_at"),
+    **_mysql,
+)
+
+runs = Table(
+    "tickrun_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("host", String(255), nullable=False),
+    Column("worker", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("claimed", Integer, nullable=False, default=0),
+    Column("succeeded", Integer, nullable=False, default=0),
+    Column("retried", Integer, nullable=False, default=0),
+    Column("dead", Integer, nullable=False, default=0),
+    Column("exit_code", Integer, nullable=True),
+    Index("ix_tickrun_runs_started", "started_at"),
+    **_mysql,
+)
+
+schedules = Table(
+    "tickrun_schedules",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("task", String(200), nullable=False),
+    Column("cron", String(200), nullable=False),
+    Column("tz", String(64), nullable=False),
+    Column("last_fire_at", UTCDateTime, nullable=False),
+    Column("last_enqueued_at", UTCDateTime, nullable=True),
+    Column("missed", BigInteger, nullable=False, default=0),
+    Column("skipped", BigInteger, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+    **_mysql,
+)

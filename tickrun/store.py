@@ -1,0 +1,348 @@
+"""Dialect-neutral reads and state transitions of task rows.
+
+Every ``now`` is bound from Python (the clock seam), never the database's ``NOW()``. Every
+change to a claimed task is fenced by its ``claim_token``: rows are locked, their token is
+compared with the caller's, and only the caller's own claims are written, so a run whose lease
+was lost (and the task claimed again) cannot overwrite the newer claim's outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.engine import Connection
+
+from tickrun import dialects
+from tickrun.schema import (
+    DEAD,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    SUCCEEDED,
+    attempts,
+    runs,
+    tasks,
+)
+
+LEASE_EXPIRED = (
+    "lease expired: worker {worker} stopped renewing its claim (killed, hung or cut off)"
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task this run holds: what its handler needs, and the token that fences its writes."""
+
+    id: int
+    name: str
+    queue: str
+    payload: str
+    attempt: int
+    max_attempts: int
+    key: str | None
+    scheduled_for: datetime | None
+    token: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimBatch:
+    tasks: list[Claimed]
+    lost: int  # earlier attempts whose lease expired, recorded as such
+    dead: int  # of those, tasks with no attempt left, now dead
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended and what the task becomes."""
+
+    task: Claimed
+    outcome: str  # succeeded | failed | retry | timeout | interrupted
+    status: str  # succeeded | retrying | dead
+    finished_at: datetime
+    run_at: datetime | None = None  # next attempt, when retrying
+    error: str | None = None
+    traceback: str | None = None
+
+
+def insert_task(conn: Connection, values: dict[str, Any]) -> tuple[int, bool]:
+    """Insert one task; returns (id, duplicate). A known ``key`` returns the existing task."""
+    key = values.get("key")
+    if key is None:
+        return conn.execute(insert(tasks).values(**values)).inserted_primary_key[0], False
+    new_id = dialects.insert_unless_exists(conn, tasks, values)
+    if new_id is not None:
+        return new_id, False
+    return dialects.existing_key_id(conn, tasks, key), True
+
+
+def claim(
+    engine: Engine,
+    *,
+    names: Sequence[str],
+    queues: Sequence[str],
+    limit: int,
+    worker: str,
+    leases: Mapping[str, float],
+    now: datetime,
+) -> ClaimBatch:
+    """Atomically claim up to ``limit`` due tasks, in claim order; counts the attempt now.
+
+    A due ``running`` row is one whose lease expired: its lost attempt is recorded, and if it
+    has no attempt left it becomes ``dead`` instead of running again.
+    """
+    t = tasks
+    token = uuid.uuid4().hex
+    with engine.begin() as conn:
+        stmt = (
+            select(
+                t.c.id,
+                t.c.name,
+                t.c.queue,
+                t.c.status,
+                t.c.payload,
+                t.c.key,
+                t.c.attempts,
+                t.c.max_attempts,
+                t.c.worker,
+                t.c.started_at,
+                t.c.scheduled_for,
+            )
+            .where(t.c.claimable_at <= now, t.c.name.in_(names))
+            .order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id)
+            .limit(limit)
+        )
+        if queues:
+            stmt = stmt.where(t.c.queue.in_(queues))
+        rows = conn.execute(dialects.skip_locked(stmt, conn)).all()
+        lost = [r for r in rows if r.status == RUNNING]
+        exhausted = {r.id for r in lost if r.attempts >= r.max_attempts}
+        if lost:
+            conn.execute(
+                insert(attempts),
+                [
+                    {
+                        "task_id": r.id,
+                        "attempt": r.attempts,
+                        "started_at": r.started_at,
+                        "finished_at": now,
+                        "worker": r.worker,
+                        "outcome": "lost",
+                        "error": LEASE_EXPIRED.format(worker=r.worker),
+                        "traceback": None,
+                    }
+                    for r in lost
+                ],
+            )
+        if exhausted:
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_(exhausted))
+                .values(
+                    status=DEAD,
+                    finished_at=now,
+                    claimable_at=None,
+                    lease_until=None,
+                    claim_token=None,
+                    last_error="no attempts left: " + LEASE_EXPIRED.format(worker="(see history)"),
+                    last_traceback=None,
+                )
+            )
+        chosen = [r for r in rows if r.id not in exhausted]
+        by_lease: dict[float, list[int]] = defaultdict(list)
+        for r in chosen:
+            by_lease[leases[r.name]].append(r.id)
+        for lease, ids in by_lease.items():
+            until = now + timedelta(seconds=lease)
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_(ids))
+                .values(
+                    status=RUNNING,
+                    attempts=t.c.attempts + 1,
+                    claim_token=token,
+                    worker=worker,
+                    started_at=now,
+                    lease_until=until,
+                    claimable_at=until,
+                )
+            )
+    claimed = [
+        Claimed(
+            id=r.id,
+            name=r.name,
+            queue=r.queue,
+            payload=r.payload,
+            attempt=r.attempts + 1,
+            max_attempts=r.max_attempts,
+            key=r.key,
+            scheduled_for=r.scheduled_for,
+            token=token,
+            started_at=now,
+        )
+        for r in chosen
+    ]
+    return ClaimBatch(tasks=claimed, lost=len(lost), dead=len(exhausted))
+
+
+def _owned(conn: Connection, held: Iterable[Claimed]) -> list[Claimed]:
+    """Lock the rows of ``held`` and keep those still under the caller's claim."""
+    held = list(held)
+    if not held:
+        return []
+    stmt = select(tasks.c.id, tasks.c.claim_token).where(tasks.c.id.in_([c.id for c in held]))
+    current = dict(conn.execute(dialects.locked(stmt, conn)).all())
+    return [c for c in held if current.get(c.id) == c.token]
+
+
+def record(engine: Engine, outcomes: Sequence[Outcome], *, now: datetime, worker: str) -> set[int]:
+    """Write the outcomes still under their claim, in one transaction; returns their ids."""
+    if not outcomes:
+        return set()
+    by_id = {o.task.id: o for o in outcomes}
+    t = tasks
+    with engine.begin() as conn:
+        mine = [by_id[c.id] for c in _owned(conn, (o.task for o in outcomes))]
+        done = [o.task.id for o in mine if o.status == SUCCEEDED]
+        if done:
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_(done))
+                .values(
+                    status=SUCCEEDED,
+                    finished_at=now,
+                    claimable_at=None,
+                    lease_until=None,
+                    claim_token=None,
+                )
+            )
+        failed = [o for o in mine if o.status != SUCCEEDED]
+        if failed:
+            conn.execute(
+                update(t)
+                .where(t.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    run_at=bindparam("b_run_at"),
+                    claimable_at=bindparam("b_claimable_at"),
+                    finished_at=bindparam("b_finished_at"),
+                    last_error=bindparam("b_error"),
+                    last_traceback=bindparam("b_traceback"),
+                    lease_until=None,
+                    claim_token=None,
+                ),
+                [
+                    {
+                        "b_id": o.task.id,
+                        "b_status": o.status,
+                        "b_run_at": o.run_at or o.task.started_at,
+                        "b_claimable_at": o.run_at if o.status != DEAD else None,
+                        "b_finished_at": now if o.status == DEAD else None,
+                        "b_error": o.error,
+                        "b_traceback": o.traceback,
+                    }
+                    for o in failed
+                ],
+            )
+        if mine:
+            conn.execute(
+                insert(attempts),
+                [
+                    {
+                        "task_id": o.task.id,
+                        "attempt": o.task.attempt,
+                        "started_at": o.task.started_at,
+                        "finished_at": o.finished_at,
+                        "worker": worker,
+                        "outcome": o.outcome,
+                        "error": o.error,
+                        "traceback": o.traceback,
+                    }
+                    for o in mine
+                ],
+            )
+    return {o.task.id for o in mine}
+
+
+def renew(
+    engine: Engine, held: Iterable[Claimed], leases: Mapping[str, float], now: datetime
+) -> None:
+    """Push the leases of the tasks this run holds forward; a lost claim is left alone."""
+    groups: dict[tuple[str, float], list[int]] = defaultdict(list)
+    for c in held:
+        groups[(c.token, leases[c.name])].append(c.id)
+    if not groups:
+        return
+    t = tasks
+    with engine.begin() as conn:
+        for (token, lease), ids in groups.items():
+            until = now + timedelta(seconds=lease)
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_(ids), t.c.claim_token == token, t.c.status == RUNNING)
+                .values(lease_until=until, claimable_at=until)
+            )
+
+
+def release(engine: Engine, held: Iterable[Claimed], now: datetime) -> int:
+    """Give back claimed tasks whose handler never started: due now, the attempt uncounted."""
+    t = tasks
+    with engine.begin() as conn:
+        mine = _owned(conn, held)
+        if mine:
+            conn.execute(
+                update(t)
+                .where(t.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    attempts=bindparam("b_attempts"),
+                    run_at=now,
+                    claimable_at=now,
+                    lease_until=None,
+                    claim_token=None,
+                    worker=None,
+                    started_at=None,
+                ),
+                [
+                    {
+                        "b_id": c.id,
+                        "b_status": PENDING if c.attempt <= 1 else RETRYING,
+                        "b_attempts": c.attempt - 1,
+                    }
+                    for c in mine
+                ],
+            )
+    return len(mine)
+
+
+def start_run(engine: Engine, *, host: str, worker: str, pid: int, now: datetime) -> int:
+    with engine.begin() as conn:
+        return conn.execute(
+            insert(runs).values(
+                started_at=now,
+                host=host,
+                worker=worker,
+                pid=pid,
+                claimed=0,
+                succeeded=0,
+                retried=0,
+                dead=0,
+            )
+        ).inserted_primary_key[0]
+
+
+def finish_run(
+    engine: Engine, run_id: int, *, now: datetime, exit_code: int, **counts: int
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(finished_at=now, exit_code=exit_code, **counts)
+        )
