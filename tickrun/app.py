@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from tickrun.runner import RunOptions, RunSummary
+    from tickrun.scheduler import ScheduleSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -71,6 +72,7 @@ class App:
     def __init__(self, database_url: str | None = None) -> None:
         self.database_url = database_url
         self.tasks: dict[str, TaskSpec] = {}
+        self.schedules: dict[str, ScheduleSpec] = {}
         self.import_ref: str | None = None  # "module:attr", set by the loader
         self._engine: Engine | None = None
 
@@ -118,6 +120,52 @@ class App:
             return func
 
         return register(fn) if fn is not None else register
+
+    def schedule(
+        self,
+        cron: str,
+        *,
+        tz: str = "UTC",
+        catchup: str = "latest",
+        overlap: str = "allow",
+        payload: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        task: str | None = None,
+    ) -> Any:
+        """Run a task on a cron schedule, evaluated in the IANA zone ``tz``.
+
+        As a decorator it registers the function as a task (with default options, unless
+        ``@app.task(...)`` below it already did). With ``task=``, it schedules an already
+        registered task under ``name`` (default: the task's name) and returns the schedule.
+        """
+        from tickrun.scheduler import make_spec
+
+        def register(task_name: str) -> ScheduleSpec:
+            spec = make_spec(
+                self,
+                name=name or task_name,
+                task=task_name,
+                expr=cron,
+                tz=tz,
+                catchup=catchup,
+                overlap=overlap,
+                payload=payload,
+            )
+            self.schedules[spec.name] = spec
+            return spec
+
+        if task is not None:
+            return register(task)
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            registered = [s.name for s in self.tasks.values() if s.fn is func]
+            if not registered:
+                self.task(func, name=name)
+                registered = [name or func.__name__]
+            register(registered[0])
+            return func
+
+        return decorate
 
     @staticmethod
     def _check_options(

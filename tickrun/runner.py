@@ -380,4 +380,6 @@ class Runner:
         return 0
 
     def _enqueue_schedules(self) -> int:
-        return 0
+        from tickrun.scheduler import enqueue_due
+
+        return enqueue_due(self.app, self.engine, clock.now())
