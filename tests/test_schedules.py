@@ -1,0 +1,318 @@
+"""Cron schedules on every database: catch-up, overlap, progress in the database, real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import func, insert, select, update
+
+from tests.conftest import tickrun, write_app
+from tickrun import App, TaskContext, store
+from tickrun.scheduler import enqueue_due
+from tickrun.schema import RUNNING, schedules, tasks
+
+T0 = datetime(2026, 3, 2, 9, 0, 30, tzinfo=UTC)
+
+
+def count(engine, *where) -> int:  # noqa: ANN001
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(tasks).where(*where)).scalar_one()
+
+
+def schedule_row(engine, name: str):  # noqa: ANN001, ANN201
+    with engine.connect() as conn:
+        return conn.execute(select(schedules).where(schedules.c.name == name)).one()
+
+
+def hourly_app(db_url: str, catchup: str, seen: list[datetime]) -> App:
+    app = App(database_url=db_url)
+
+    @app.schedule("0 * * * *", catchup=catchup)
+    @app.task(context=True)
+    def hourly(ctx: TaskContext) -> None:
+        assert ctx.scheduled_for is not None
+        seen.append(ctx.scheduled_for)
+
+    app.use_database(db_url)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("catchup", "enqueued", "missed"), [("latest", 1, 71), ("all", 72, 0), ("none", 0, 72)]
+)
+def test_catchup_after_72_hours_of_downtime(
+    db_url: str, catchup: str, enqueued: int, missed: int
+) -> None:
+    seen: list[datetime] = []
+    app = hourly_app(db_url, catchup, seen)
+    with freeze_time(T0) as frozen:
+        assert app.run().scheduled == 0  # first sight: no backfill
+        frozen.move_to(T0 + timedelta(hours=72, minutes=5))
+        summary = app.run()
+    assert summary.scheduled == enqueued
+    assert len(seen) == enqueued
+    row = schedule_row(app.engine, "hourly")
+    assert row.missed == missed
+    if catchup == "all":
+        # Handlers see the hour they stand for, oldest first, each exactly once.
+        assert sorted(seen) == [T0.replace(second=0) + timedelta(hours=h) for h in range(1, 73)]
+    if catchup == "latest":
+        assert seen == [T0.replace(second=0) + timedelta(hours=72)]
+
+
+def test_catchup_none_keeps_the_on_time_occurrence(db_url: str) -> None:
+    seen: list[datetime] = []
+    app = hourly_app(db_url, "none", seen)
+    with freeze_time(T0) as frozen:
+        app.run()
+        frozen.move_to(T0 + timedelta(minutes=59, seconds=40))  # 10:00:10, on time
+        app.run()
+    assert seen == [datetime(2026, 3, 2, 10, 0, tzinfo=UTC)]
+    assert schedule_row(app.engine, "hourly").missed == 0
+
+
+def test_catchup_all_is_capped_at_1000_per_run(db_url: str) -> None:
+    app = App(database_url=db_url)
+
+    @app.schedule("* * * * *", catchup="all")
+    def minutely() -> None: ...
+
+    app.use_database(db_url)
+    engine = app.engine
+    with freeze_time(T0) as frozen:
+        enqueue_due(app, engine, T0)
+        frozen.move_to(T0 + timedelta(minutes=1500))
+        assert enqueue_due(app, engine, T0 + timedelta(minutes=1500)) == 1000
+        assert enqueue_due(app, engine, T0 + timedelta(minutes=1500)) == 500
+    assert count(engine) == 1500
+
+
+def test_overlap_skip_while_previous_task_runs(db_url: str) -> None:
+    app = App(database_url=db_url)
+    calls: list[int] = []
+
+    @app.schedule("*/5 * * * *", overlap="skip")
+    def sync() -> None:
+        calls.append(1)
+
+    app.use_database(db_url)
+    engine = app.engine
+    with freeze_time(T0) as frozen:
+        app.run()
+        frozen.move_to(T0 + timedelta(minutes=5))
+        # Another host's run enqueued the 09:05 occurrence and is still running it.
+
+        assert enqueue_due(app, engine, T0 + timedelta(minutes=5)) == 1
+        held = store.claim(
+            engine,
+            names=["sync"],
+            queues=[],
+            limit=1,
+            worker="other",
+            leases={"sync": 3600},
+            now=T0 + timedelta(minutes=5),
+        )
+        assert len(held.tasks) == 1
+        frozen.move_to(T0 + timedelta(minutes=20))
+        summary = app.run()
+    assert summary.scheduled == 0
+    assert count(engine) == 1
+    assert count(engine, tasks.c.status == RUNNING) == 1
+    row = schedule_row(engine, "sync")
+    assert row.skipped == 1  # 09:20 (latest); 09:10 and 09:15 were missed
+    assert row.missed == 2
+    assert calls == []
+
+
+def test_pruning_finished_tasks_never_refires(db_url: str) -> None:
+    seen: list[datetime] = []
+    app = hourly_app(db_url, "all", seen)
+    with freeze_time(T0) as frozen:
+        app.run()
+        frozen.move_to(T0 + timedelta(hours=2))
+        app.run()
+        assert len(seen) == 2
+        with app.engine.begin() as conn:
+            conn.execute(tasks.delete())
+        app.run()
+        fresh = hourly_app(str(app.engine.url.render_as_string(hide_password=False)), "all", seen)
+        fresh.run()
+    assert len(seen) == 2
+    assert count(app.engine) == 0
+
+
+def test_a_schedule_can_run_a_registered_task_with_a_payload(db_url: str) -> None:
+    app = App(database_url=db_url)
+    got: list[int] = []
+
+    @app.task
+    def report(size: int) -> None:
+        got.append(size)
+
+    app.schedule("0 9 * * *", task="report", name="report-small", payload={"size": 1})
+    app.schedule("0 9 * * *", task="report", name="report-big", payload={"size": 9})
+    app.use_database(db_url)
+    with freeze_time(T0 - timedelta(days=1)) as frozen:
+        app.run()
+        frozen.move_to(T0)
+        app.run()
+    assert sorted(got) == [1, 9]
+    with app.engine.connect() as conn:
+        keys = sorted(conn.execute(select(tasks.c.key)).scalars())
+    assert keys == [
+        "schedule:report-big:2026-03-02T09:00:00Z",
+        "schedule:report-small:2026-03-02T09:00:00Z",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ('@app.schedule("61 * * * *")\ndef nightly(): pass', "invalid cron expression"),
+        ('@app.schedule("* * * * * *")\ndef nightly(): pass', "nightly"),
+        ('@app.schedule("0 3 * * *", tz="Mars/Olympus")\ndef nightly(): pass', "Mars/Olympus"),
+        ('@app.schedule("0 3 * * *", catchup="some")\ndef nightly(): pass', "catchup"),
+        ('@app.schedule("0 3 * * *", overlap="queue")\ndef nightly(): pass', "overlap"),
+        (
+            '@app.schedule("0 3 * * *")\ndef nightly(): pass\n'
+            'app.schedule("0 4 * * *", task="nightly")',
+            "already registered",
+        ),
+        ('app.schedule("0 4 * * *", task="missing", name="nightly")', "unknown task"),
+    ],
+)
+def test_bad_schedules_exit_2_naming_the_schedule(project: Path, source: str, problem: str) -> None:
+    ref = write_app(project, "from tickrun import App\napp = App()\n" + source + "\n")
+    db = f"sqlite:///{project / 't.db'}"
+    assert tickrun("init", cwd=project, db=db).returncode == 0
+    result = tickrun("run", "--app", ref, cwd=project, db=db)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: schedule 'nightly'")
+    assert problem in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+SCHEDULED_APP = """
+    import os
+    from tickrun import App
+
+    app = App()
+
+    @app.schedule("{cron}")
+    def tick() -> None:
+        fd = os.open({log!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, b"tick\\n")
+        os.close(fd)
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_runs_enqueue_and_run_one_occurrence_once(
+    db_url: str,
+    engine,
+    project: Path,  # noqa: ANN001
+) -> None:
+    now = datetime.now(UTC)
+    fire = (now - timedelta(hours=1)).replace(second=0, microsecond=0)
+    log = project / "ticks.log"
+    expr = f"{fire.minute} {fire.hour} * * *"
+    ref = write_app(project, SCHEDULED_APP.format(cron=expr, log=str(log)))
+    with engine.begin() as conn:  # the schedule was first seen a day ago
+        conn.execute(
+            insert(schedules).values(
+                name="tick",
+                task="tick",
+                cron=f"{fire.minute} {fire.hour} * * *",
+                tz="UTC",
+                last_fire_at=now - timedelta(days=1, minutes=-5),
+                missed=0,
+                skipped=0,
+                updated_at=now,
+            )
+        )
+    env = {"TICKRUN_DATABASE_URL": db_url, "TICKRUN_APP": ref, "PATH": "/usr/bin:/bin"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tickrun", "run"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+        for word in ("Traceback", "unique", "Duplicate", "IntegrityError", "locked", "warning"):
+            assert word not in out + err, out + err
+    assert log.read_text() == "tick\n"
+    assert count(engine) == 1
+    assert schedule_row(engine, "tick").missed == 0
+
+
+def test_schedules_listing_is_the_same_under_any_host_tz(db_url: str, project: Path) -> None:
+    ref = write_app(
+        project,
+        """
+        from tickrun import App
+        app = App()
+
+        @app.schedule("30 2 * * *", tz="Europe/London", catchup="all", overlap="skip")
+        def nightly() -> None: ...
+    """,
+    )
+    assert tickrun("run", "--app", ref, cwd=project, db=db_url).returncode == 0
+    listings = []
+    for tz in ("UTC", "Pacific/Kiritimati", "America/St_Johns"):
+        result = tickrun(
+            "schedules", "--json", "--app", ref, cwd=project, db=db_url, env={"TZ": tz}
+        )
+        assert result.returncode == 0, result.stderr
+        listings.append(json.loads(result.stdout))
+    assert listings[0] == listings[1] == listings[2]
+    (row,) = listings[0]
+    assert list(row) == [
+        "name",
+        "task",
+        "cron",
+        "tz",
+        "next_run_at",
+        "last_enqueued_at",
+        "missed",
+        "skipped",
+    ]
+    assert row["tz"] == "Europe/London" and row["cron"] == "30 2 * * *"
+    next_run = datetime.fromisoformat(row["next_run_at"])
+    assert next_run.utcoffset() == timedelta(0) and next_run > datetime.now(UTC)
+
+    preview = tickrun(
+        "schedules", "--preview", "3", "--format", "csv", "--app", ref, cwd=project, db=db_url
+    )
+    lines = preview.stdout.strip().splitlines()
+    assert lines[0] == "name,tz,local_time,utc_time"
+    assert len(lines) == 4
+    assert all(",Europe/London," in line and "T02:30:00" in line for line in lines[1:])
+
+
+def test_schedule_row_keeps_progress_when_the_expression_changes(db_url: str) -> None:
+    seen: list[datetime] = []
+    app = hourly_app(db_url, "latest", seen)
+    with freeze_time(T0):
+        app.run()
+    with app.engine.begin() as conn:
+        conn.execute(update(schedules).values(cron="0 0 1 1 *"))
+    with freeze_time(T0 + timedelta(hours=1)):
+        app.run()
+    row = schedule_row(app.engine, "hourly")
+    assert row.cron == "0 * * * *"
+    assert len(seen) == 1
