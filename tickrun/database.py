@@ -7,7 +7,13 @@ from functools import cache
 
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from tickrun import dialects
 from tickrun.errors import ConfigError, DatabaseError, SchemaError
@@ -52,12 +58,17 @@ def check_exists(url: str) -> None:
 
 def schema_version(engine: Engine) -> int | None:
     """The stored schema version, or None when there is no tickrun schema."""
-    from sqlalchemy import inspect
+    stmt = select(meta.c.value).where(meta.c.name == "schema_version")
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(stmt).scalar()
+    except (OperationalError, ProgrammingError):
+        # Checked only on failure: inspecting first would cost every cron tick a query.
+        from sqlalchemy import inspect
 
-    with engine.connect() as conn:
-        if not inspect(conn).has_table(meta.name):
-            return None
-        value = conn.execute(select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
+        if inspect(engine).has_table(meta.name):
+            raise
+        return None
     return None if value is None else int(value)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from tickrun import dialects
-from tickrun.schema import SCHEMA_VERSION, meta, metadata
+from tickrun.schema import SCHEMA_VERSION, apply_ddl_options, meta, metadata
 
 # version reached -> the step that upgrades the previous version to it, in place.
 UPGRADES: dict[int, Callable[[Connection], None]] = {}
@@ -37,6 +37,7 @@ def init_schema(engine: Engine, attempts: int = 5) -> tuple[int | None, int]:
 
 def _init(conn: Connection) -> tuple[int | None, int]:
     before = _stored_version(conn)
+    apply_ddl_options()
     metadata.create_all(conn, checkfirst=True)
     if before is None:
         dialects.insert_unless_exists(

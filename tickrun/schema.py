@@ -35,7 +35,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import mysql
 
 SCHEMA_VERSION = 1
 
@@ -54,7 +53,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Any) -> Any:
         if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
@@ -68,21 +69,48 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-# Errors and tracebacks are bounded to 64 KiB of UTF-8; MySQL's TEXT holds 64 KiB of bytes
-# with no room for the marker, so it gets MEDIUMTEXT; payloads may be larger still.
-BoundedText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+class _SizedText(TypeDecorator[str]):
+    """TEXT, widened on MariaDB/MySQL, whose TEXT holds only 64 KiB of bytes.
+
+    Dialect types are imported only when that dialect is in use: importing every dialect at
+    start-up would cost each cron tick tens of milliseconds.
+    """
+
+    impl = Text
+    cache_ok = True
+    mysql_type = "MEDIUMTEXT"
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            from sqlalchemy.dialects import mysql
+
+            return dialect.type_descriptor(getattr(mysql, self.mysql_type)())
+        return dialect.type_descriptor(Text())
+
+
+class BoundedText(_SizedText):
+    """Errors and tracebacks: at most 64 KiB of UTF-8 plus a marker."""
+
+    cache_ok = True
+
+
+class LongText(_SizedText):
+    """Payloads, which may be larger still."""
+
+    cache_ok = True
+
+    mysql_type = "LONGTEXT"
+
+
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData()
-_mysql = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
 
 meta = Table(
     "tickrun_meta",
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", String(255), nullable=False),
-    **_mysql,
 )
 
 tasks = Table(
@@ -93,7 +121,7 @@ tasks = Table(
     Column("queue", String(100), nullable=False),
     Column("priority", Integer, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("payload", LongText, nullable=False),
+    Column("payload", LongText(), nullable=False),
     Column("key", String(255), nullable=True),
     Column("run_at", UTCDateTime, nullable=False),
     Column("claimable_at", UTCDateTime, nullable=True),
@@ -105,22 +133,17 @@ tasks = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
-    Column("last_error", BoundedText, nullable=True),
-    Column("last_traceback", BoundedText, nullable=True),
+    Column("last_error", BoundedText(), nullable=True),
+    Column("last_traceback", BoundedText(), nullable=True),
     Column("schedule", String(200), nullable=True),
     Column("scheduled_for", UTCDateTime, nullable=True),
     UniqueConstraint("key", name="uq_tickrun_tasks_key"),
-    **_mysql,
 )
 
-# The claim query's exact order; partial where the database can, so finished rows cost nothing.
-Index(
-    "ix_tickrun_tasks_claim",
-    tasks.c.priority.desc(),
-    tasks.c.claimable_at,
-    tasks.c.id,
-    postgresql_where=tasks.c.claimable_at.isnot(None),
-    sqlite_where=tasks.c.claimable_at.isnot(None),
+# The claim query's exact order; partial where the database can (see ddl_options), so
+# finished rows cost nothing.
+claim_index = Index(
+    "ix_tickrun_tasks_claim", tasks.c.priority.desc(), tasks.c.claimable_at, tasks.c.id
 )
 # MariaDB has no partial indexes: a plain one lets it range-scan the due rows only.
 Index("ix_tickrun_tasks_due", tasks.c.claimable_at).ddl_if(dialect=("mysql", "mariadb"))
@@ -137,11 +160,10 @@ attempts = Table(
     Column("finished_at", UTCDateTime, nullable=False),
     Column("worker", String(255), nullable=True),
     Column("outcome", String(16), nullable=False),
-    Column("error", BoundedText, nullable=True),
-    Column("traceback", BoundedText, nullable=True),
+    Column("error", BoundedText(), nullable=True),
+    Column("traceback", BoundedText(), nullable=True),
     Index("ix_tickrun_attempts_task", "task_id", "attempt"),
     Index("ix_tickrun_attempts_finished", "finished_at"),
-    **_mysql,
 )
 
 runs = Table(
@@ -159,7 +181,6 @@ runs = Table(
     Column("dead", Integer, nullable=False, default=0),
     Column("exit_code", Integer, nullable=True),
     Index("ix_tickrun_runs_started", "started_at"),
-    **_mysql,
 )
 
 schedules = Table(
@@ -174,5 +195,17 @@ schedules = Table(
     Column("missed", BigInteger, nullable=False, default=0),
     Column("skipped", BigInteger, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
-    **_mysql,
 )
+
+
+def apply_ddl_options() -> None:
+    """Dialect-specific DDL options, set only when creating tables (``tickrun init``).
+
+    Naming a dialect's option in a Table or Index loads that dialect's module, so declaring
+    them above would import every dialect on every start-up.
+    """
+    for table in metadata.tables.values():
+        table.dialect_kwargs["mysql_charset"] = "utf8mb4"
+        table.dialect_kwargs["mysql_engine"] = "InnoDB"
+    claim_index.dialect_kwargs["postgresql_where"] = tasks.c.claimable_at.isnot(None)
+    claim_index.dialect_kwargs["sqlite_where"] = tasks.c.claimable_at.isnot(None)
