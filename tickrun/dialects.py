@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, Select, Table, event, insert, select
@@ -78,26 +79,55 @@ def insert_unless_exists(
     """
     backend = kind(conn)
     if backend in ("postgresql", "sqlite"):
-        if backend == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = (
-            dialect_insert(table)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=[unique])
-            .returning(*table.primary_key.columns)
-        )
-        return conn.execute(stmt).scalar()
+        return conn.execute(_insert_or_nothing(backend, table, unique), values).scalar()
     # InnoDB rolls back only the failing statement on a duplicate key, but the caller's
     # transaction may be ours or theirs: a savepoint keeps either intact.
     try:
         with conn.begin_nested():
-            return conn.execute(insert(table).values(**values)).inserted_primary_key[0]
+            return conn.execute(insert(table), values).inserted_primary_key[0]
     except IntegrityError as exc:
         if getattr(exc.orig, "args", (None,))[0] != 1062:  # ER_DUP_ENTRY
             raise
         return None
+
+
+@cache
+def _insert_or_nothing(backend: str, table: Table, unique: str) -> Any:
+    """Built once: constructing a statement per enqueue costs more than running it."""
+    if backend == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return (
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=[unique])
+        .returning(*table.primary_key.columns)
+    )
+
+
+def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert many rows with the same columns in one statement where possible; their ids."""
+    if kind(conn) != "postgresql":
+        return list(conn.execute(insert(table).returning(table.c.id), rows).scalars())
+    # One array per column through unnest(): psycopg parses a 13,000-placeholder multi-row
+    # VALUES statement in Python, which made bulk enqueues six times slower.
+    from sqlalchemy import text
+
+    columns = list(rows[0])
+    arrays = {}
+    for name in columns:
+        process = table.c[name].type.bind_processor(conn.dialect)
+        values = [row[name] for row in rows]
+        arrays[name] = [process(v) for v in values] if process else values
+    casts = ", ".join(
+        f"CAST(:{name} AS {table.c[name].type.compile(dialect=conn.dialect)}[])"
+        for name in columns
+    )
+    stmt = text(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT * FROM unnest({casts}) RETURNING id"
+    )
+    return list(conn.execute(stmt, arrays).scalars())
 
 
 def existing_key_id(conn: Connection, table: Table, key: str) -> int:

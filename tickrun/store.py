@@ -30,6 +30,7 @@ from tickrun.schema import (
     tasks,
 )
 
+INSERT_TASK = insert(tasks)
 LEASE_EXPIRED = (
     "lease expired: worker {worker} stopped renewing its claim (killed, hung or cut off)"
 )
@@ -75,7 +76,7 @@ def insert_task(conn: Connection, values: dict[str, Any]) -> tuple[int, bool]:
     """Insert one task; returns (id, duplicate). A known ``key`` returns the existing task."""
     key = values.get("key")
     if key is None:
-        return conn.execute(insert(tasks).values(**values)).inserted_primary_key[0], False
+        return conn.execute(INSERT_TASK, values).inserted_primary_key[0], False
     new_id = dialects.insert_unless_exists(conn, tasks, values)
     if new_id is not None:
         return new_id, False
