@@ -140,7 +140,11 @@ class ChildPool:
             "key": ctx.key,
             "scheduled_for": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
         }
-        conn.send_bytes(json.dumps(job).encode())
+        try:
+            conn.send_bytes(json.dumps(job).encode())
+        except OSError:
+            self._kill(proc, conn)
+            return Result("error", error=f"worker process died (exit code {proc.exitcode})")
         if not conn.poll(timeout):
             self._kill(proc, conn)
             return Result(

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickrun")
 
 FAIL_ON = ("dead", "failure", "never")
+FALLBACK_DELAY = 60.0
 
 
 @dataclass(frozen=True)
@@ -278,8 +279,12 @@ class Runner:
         ]
         if result.kind == "fail" or task.attempt >= task.max_attempts:
             return store.Outcome(task, outcome, DEAD, now, None, result.error, result.traceback)
-        delay = result.delay if result.delay is not None else spec.backoff(task.attempt)
-        run_at = now + timedelta(seconds=max(0.0, float(delay)))
+        try:
+            delay = float(result.delay if result.delay is not None else spec.backoff(task.attempt))
+        except Exception:  # a user's backoff callable must not lose the outcome
+            log.exception("task %s: backoff raised; retrying in %ss", task.name, FALLBACK_DELAY)
+            delay = FALLBACK_DELAY
+        run_at = now + timedelta(seconds=max(0.0, delay))
         return store.Outcome(task, outcome, RETRYING, now, run_at, result.error, result.traceback)
 
     # -- recording ----------------------------------------------------------------------
