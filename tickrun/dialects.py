@@ -142,3 +142,13 @@ def lock_schema(conn: Connection) -> None:
     """Serialise concurrent ``init`` runs where the database allows it inside a transaction."""
     if kind(conn) == "postgresql":
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7305412698)")
+
+
+def sqlite_settings(conn: Connection) -> dict[str, Any] | None:
+    """SQLite's journal mode and busy timeout as this connection has them; None elsewhere."""
+    if kind(conn) != "sqlite":
+        return None
+    return {
+        "journal_mode": conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
+        "busy_timeout_ms": conn.exec_driver_sql("PRAGMA busy_timeout").scalar(),
+    }
