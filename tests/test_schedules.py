@@ -316,3 +316,52 @@ def test_schedule_row_keeps_progress_when_the_expression_changes(db_url: str) ->
     row = schedule_row(app.engine, "hourly")
     assert row.cron == "0 * * * *"
     assert len(seen) == 1
+
+
+def run_check(db_url: str, *args: str) -> tuple[int, list[str]]:
+    """`tickrun check` in-process (so frozen time reaches it), through the real entry point."""
+    from click.testing import CliRunner
+
+    from tests.test_inspect import _Main
+
+    result = CliRunner().invoke(_Main(), ["--db", db_url, "check", *args])  # type: ignore[arg-type]
+    return result.exit_code, result.output.strip().splitlines()  # stdout and stderr
+
+
+def test_check_stale_crossed_not_crossed_never_and_after_prune(db_url: str) -> None:
+    seen: list[datetime] = []
+    app = hourly_app(db_url, "latest", seen)
+    with freeze_time(T0) as frozen:
+        app.run()  # first sight
+        code, lines = run_check(db_url, "--stale", "hourly=2h")
+        assert code == 1
+        assert lines == ["stale: schedule 'hourly' has never succeeded (--stale hourly=2h)"]
+        frozen.move_to(T0 + timedelta(minutes=30))  # 09:30: the 10:00 occurrence is not due
+        frozen.move_to(T0 + timedelta(hours=1))  # 10:00:30
+        app.run()
+        assert len(seen) == 1
+        frozen.move_to(T0 + timedelta(hours=2))
+        code, lines = run_check(db_url, "--stale", "hourly=2h", "--max-silence", "2h")
+        assert code == 0, lines
+        assert lines[0].startswith("OK:")
+        with app.engine.begin() as conn:  # pruning the finished task keeps the last success
+            conn.execute(tasks.delete())
+        assert run_check(db_url, "--stale", "hourly=2h")[0] == 0
+        frozen.move_to(T0 + timedelta(hours=3, minutes=1))
+        code, lines = run_check(db_url, "--stale", "hourly=2h", "--max-silence", "2h")
+    assert code == 1
+    assert lines == [
+        "silence: no run started in the last 2h (the last one started 2h1m ago, "
+        "at 2026-03-02 10:00:30 UTC)",
+        "stale: schedule 'hourly' last succeeded 2h1m ago, at 2026-03-02 10:00:30 UTC "
+        "(--stale hourly=2h)",
+    ]
+
+
+@pytest.mark.parametrize("arg", ["nosuch=1h", "hourly", "hourly=soon", "=1h"])
+def test_check_stale_bad_input_exits_2(db_url: str, arg: str) -> None:
+    seen: list[datetime] = []
+    hourly_app(db_url, "latest", seen).run()
+    code, lines = run_check(db_url, "--stale", arg)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines

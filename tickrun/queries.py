@@ -16,7 +16,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from tickrun.schema import (
     WAITING,
     attempts,
     runs,
+    schedules,
     tasks,
 )
 
@@ -528,6 +529,7 @@ def check(
     max_silence: float | None = None,
     handled: Collection[str] | None = None,
     app_ref: str = "the application",
+    stale: Mapping[str, float] | None = None,
 ) -> Health:
     """Health for monitoring: one problem per crossed threshold, and per task name that has due
     tasks no handler of the application (``handled``, when one is loaded) claims."""
@@ -571,6 +573,7 @@ def check(
             f"(the last one started {format_duration(silence)} ago, "
             f"at {last_run:%Y-%m-%d %H:%M:%S} UTC)"
         )
+    problems.extend(_stale_schedules(engine, now, stale or {}))
     for name, n in sorted(due_names):
         if handled is not None and name not in handled:
             problems.append(
@@ -585,6 +588,39 @@ def check(
         ]
     )
     return Health(problems, summary)
+
+
+def _stale_schedules(engine: Engine, now: datetime, bounds: Mapping[str, float]) -> list[str]:
+    """A schedule whose last success is older than its bound, or that never succeeded."""
+    if not bounds:
+        return []
+    with engine.connect() as conn:
+        known = dict(
+            conn.execute(
+                select(schedules.c.name, schedules.c.last_success_at).where(
+                    schedules.c.name.in_(list(bounds))
+                )
+            ).all()
+        )
+    unknown = sorted(set(bounds) - set(known))
+    if unknown:
+        raise NotFound(
+            f"unknown schedule {', '.join(map(repr, unknown))}: it has never been seen by a "
+            "`tickrun run` (see `tickrun schedules`)"
+        )
+    problems = []
+    for name, bound in bounds.items():
+        last = known[name]
+        flag = f"--stale {name}={format_duration(bound)}"
+        if last is None:
+            problems.append(f"stale: schedule {name!r} has never succeeded ({flag})")
+        elif (now - last).total_seconds() > bound:
+            age = format_duration((now - last).total_seconds())
+            problems.append(
+                f"stale: schedule {name!r} last succeeded {age} ago, at "
+                f"{last:%Y-%m-%d %H:%M:%S} UTC ({flag})"
+            )
+    return problems
 
 
 def _count(n: int, noun: str) -> str:

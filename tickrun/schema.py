@@ -217,6 +217,7 @@ schedules = Table(
     Column("tz", String(64), nullable=False),
     Column("last_fire_at", UTCDateTime, nullable=False),
     Column("last_enqueued_at", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
     Column("missed", BigInteger, nullable=False, default=0),
     Column("skipped", BigInteger, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),

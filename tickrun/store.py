@@ -27,6 +27,7 @@ from tickrun.schema import (
     SUCCEEDED,
     attempts,
     runs,
+    schedules,
     tasks,
 )
 
@@ -50,6 +51,7 @@ class Claimed:
     scheduled_for: datetime | None
     token: str
     started_at: datetime
+    schedule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def claim(
                 t.c.worker,
                 t.c.started_at,
                 t.c.scheduled_for,
+                t.c.schedule,
             )
             .where(t.c.claimable_at <= now, t.c.name.in_(names))
             .order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id)
@@ -184,6 +187,7 @@ def claim(
             max_attempts=r.max_attempts,
             key=r.key,
             scheduled_for=r.scheduled_for,
+            schedule=r.schedule,
             token=token,
             started_at=now,
         )
@@ -222,6 +226,12 @@ def record(engine: Engine, outcomes: Sequence[Outcome], *, now: datetime, worker
                     lease_until=None,
                     claim_token=None,
                 )
+            )
+        # Kept on the schedule, not only on task rows, so `check --stale` survives pruning.
+        fresh = {o.task.schedule for o in mine if o.status == SUCCEEDED and o.task.schedule}
+        if fresh:
+            conn.execute(
+                update(schedules).where(schedules.c.name.in_(fresh)).values(last_success_at=now)
             )
         failed = [o for o in mine if o.status != SUCCEEDED]
         if failed:

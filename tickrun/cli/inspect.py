@@ -417,6 +417,23 @@ def prune(ctx: Context, older_than: float, dry_run: bool) -> None:
     click.echo(f"{verb} {_tasks(n, 'finished')} (finished before {cutoff} UTC)")
 
 
+def _stale_bounds(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, float]:
+    from tickrun.durations import parse_duration
+
+    bounds = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r}: use SCHEDULE=DURATION, e.g. nightly=25h")
+        try:
+            bounds[name] = parse_duration(text)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return bounds
+
+
 @cli.command()
 @click.option(
     "--max-dead",
@@ -436,17 +453,30 @@ def prune(ctx: Context, older_than: float, dry_run: bool) -> None:
     callback=duration,
     help="A problem when no run started within this long.",
 )
+@click.option(
+    "--stale",
+    "stale",
+    multiple=True,
+    metavar="SCHEDULE=DURATION",
+    callback=_stale_bounds,
+    help="A problem when the schedule's last success is older (or it never succeeded). "
+    "Repeatable.",
+)
 @common
 @pass_ctx
 def check(
-    ctx: Context, max_dead: int | None, max_due_age: float | None, max_silence: float | None
+    ctx: Context,
+    max_dead: int | None,
+    max_due_age: float | None,
+    max_silence: float | None,
+    stale: dict[str, float],
 ) -> None:
     """Health check for monitoring: one line per problem and exit code 1, else a line of OK
     and exit code 0.
 
     With an application configured, due tasks that none of its handlers claims are a problem.
 
-    Example: tickrun check --max-dead 0 --max-due-age 10m --max-silence 5m
+    Example: tickrun check --max-dead 0 --max-due-age 10m --max-silence 5m --stale nightly=25h
     """
     from tickrun import clock, queries
 
@@ -460,6 +490,7 @@ def check(
         max_silence=max_silence,
         handled=None if app is None else set(app.tasks),
         app_ref=(app.import_ref or "the application") if app is not None else "",
+        stale=stale,
     )
     for problem in health.problems:
         click.echo(problem)
