@@ -885,15 +885,17 @@ def test_check_passes_below_every_threshold(db_url: str, engine: Engine) -> None
     result = at_t0(db_url, "check", "--max-dead", "1", "--max-due-age", "5m", "--max-silence", "2m")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == ("OK: 1 dead task, oldest due task 5m old, last run 2m ago")
-    assert at_t0(db_url, "check").exit_code == 0
+    default = at_t0(db_url, "check")  # any dead task is a problem unless allowed
+    assert default.exit_code == 1
+    assert default.stdout.startswith("dead: 1 task in the dead-letter queue (--max-dead 0)")
 
 
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
         (["--max-dead", "0"], "dead: 1 task in the dead-letter queue (--max-dead 0)"),
-        (["--max-due-age", "4m59s"], "due: task {due} (a) has been due for 5m (--max-due-age"),
-        (["--max-silence", "119"], "silence: no run started in the last 1m59s (the last one"),
+        (["--max-dead", "1", "--max-due-age", "4m59s"], "due: task {due} (a) has been due for 5m"),
+        (["--max-dead", "1", "--max-silence", "119"], "silence: no run started in the last 1m59s"),
     ],
 )
 def test_check_reports_each_threshold_crossed(
@@ -1059,7 +1061,7 @@ def test_doctor_reports_what_this_invocation_resolves(db_url: str, backend: str)
     assert any(f"server:       {p} " in out for p in product[backend])
     assert ("journal mode" in out) == (backend == "sqlite")
     env = invoke(None, "doctor", env={"TICKRUN_DATABASE_URL": db_url})
-    assert "(from environment (TICKRUN_DATABASE_URL))" in env.stdout
+    assert "(from environment variable TICKRUN_DATABASE_URL)" in env.stdout
 
 
 def test_doctor_sources_app_and_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

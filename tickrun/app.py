@@ -185,9 +185,12 @@ class App:
             problems.append("name must be 1-200 letters, digits or _ . : -")
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
             problems.append(f"max_attempts must be an integer >= 1, not {max_attempts!r}")
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        # Non-finite values would overflow the lease expiry or the child's wait mid-run.
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and 0 < timeout < math.inf
+        ):
             problems.append(f"timeout must be a number of seconds > 0, not {timeout!r}")
-        if not (isinstance(lease, int | float) and lease >= 1):
+        if not (isinstance(lease, int | float) and 1 <= lease < math.inf):
             problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
         if not isinstance(queue, str) or not _NAME.match(queue):
             problems.append(f"queue must be a short name, not {queue!r}")
@@ -332,7 +335,7 @@ class App:
             raise UsageError("key must be a string of 1 to 255 characters")
         if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
             raise UsageError(f"priority must be an integer, not {priority!r}")
-        if queue is not None and not _NAME.match(str(queue)):
+        if queue is not None and not (isinstance(queue, str) and _NAME.match(queue)):
             raise UsageError(f"queue must be a short name, not {queue!r}")
         now = clock.now()
         when = _when(now, delay, run_at)

@@ -25,7 +25,10 @@ def exponential(
         raise ValueError("exponential() needs base >= 0, factor >= 1, cap >= 0, 0 <= jitter < 1")
 
     def delay(attempt: int) -> float:
-        raw = min(cap, base * factor ** max(0, attempt - 1))
+        try:
+            raw = min(cap, base * factor ** max(0, attempt - 1))
+        except OverflowError:  # a float factor overflows long before attempts run out
+            raw = cap
         return raw * random.uniform(1 - jitter, 1 + jitter)
 
     delay.__qualname__ = f"exponential(base={base}, factor={factor}, cap={cap}, jitter={jitter})"

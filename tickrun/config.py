@@ -19,7 +19,7 @@ DEFAULT_URL = "sqlite:///tickrun.db"
 @dataclass(frozen=True)
 class Setting:
     value: Any
-    source: str  # flag | environment (NAME) | pyproject.toml | application | default
+    source: str  # flag | environment variable NAME | pyproject.toml | application | default
 
 
 def pyproject_settings(path: str = "pyproject.toml") -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _resolve(flag: str | None, env: str, key: str) -> Setting | None:
     if flag:
         return Setting(flag, "flag")
     if os.environ.get(env):
-        return Setting(os.environ[env], f"environment ({env})")
+        return Setting(os.environ[env], f"environment variable {env}")
     value = pyproject_settings().get(key)
     if value is not None:
         if not isinstance(value, str):

@@ -54,7 +54,7 @@ def bounded(text: str, limit: int = MAX_TEXT_BYTES) -> str:
     """``text`` cut to at most ``limit`` bytes of UTF-8, keeping its head and its tail."""
     raw = text.encode("utf-8", "replace")
     if len(raw) <= limit:
-        return text
+        return raw.decode("utf-8")  # lone surrogates, replaced: no driver can store them
     marker = f"\n... [{len(raw) - limit} bytes cut] ...\n".encode()
     keep = (limit - len(marker)) // 2
     head = raw[:keep].decode("utf-8", "ignore")

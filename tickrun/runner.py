@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tickrun import clock, store
 from tickrun.database import describe_db_error
-from tickrun.execution import ChildPool, Result, invoke, make_context
+from tickrun.execution import ChildPool, Result, describe, invoke, make_context
 from tickrun.schema import DEAD, RETRYING, SUCCEEDED
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ log = logging.getLogger("tickrun")
 
 FAIL_ON = ("dead", "failure", "never")
 FALLBACK_DELAY = 60.0
+MAX_DELAY = 100 * 365 * 86400.0  # far enough to mean "not soon", near enough for a datetime
 
 
 @dataclass(frozen=True)
@@ -258,11 +259,16 @@ class Runner:
             ctx = make_context(
                 spec, task.id, task.attempt, task.max_attempts, task.key, task.scheduled_for
             )
-            if spec.timeout is None:
-                result = invoke(spec, task.payload, ctx)
-            else:
-                result = self._child_pool().call(spec, task.payload, ctx)
-            self._results.put(self._outcome(task, result))
+            began = clock.now()
+            try:
+                if spec.timeout is None:
+                    result = invoke(spec, task.payload, ctx)
+                else:
+                    result = self._child_pool().call(spec, task.payload, ctx)
+            except Exception as exc:  # a worker thread that died would leave the run waiting
+                error, trace = describe(exc)
+                result = Result("error", error=error, traceback=trace)
+            self._results.put(replace(self._outcome(task, result), started_at=began))
 
     def _child_pool(self) -> ChildPool:
         if self._children is None:
@@ -284,7 +290,7 @@ class Runner:
         except Exception:  # a user's backoff callable must not lose the outcome
             log.exception("task %s: backoff raised; retrying in %ss", task.name, FALLBACK_DELAY)
             delay = FALLBACK_DELAY
-        run_at = now + timedelta(seconds=max(0.0, delay))
+        run_at = now + timedelta(seconds=min(max(0.0, delay), MAX_DELAY))  # inf, NaN too
         return store.Outcome(task, outcome, RETRYING, now, run_at, result.error, result.traceback)
 
     # -- recording ----------------------------------------------------------------------

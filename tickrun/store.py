@@ -72,6 +72,7 @@ class Outcome:
     run_at: datetime | None = None  # next attempt, when retrying
     error: str | None = None
     traceback: str | None = None
+    started_at: datetime | None = None  # when the handler began; the claim time if it never did
 
 
 def insert_task(conn: Connection, values: dict[str, Any]) -> tuple[int, bool]:
@@ -268,7 +269,7 @@ def record(engine: Engine, outcomes: Sequence[Outcome], *, now: datetime, worker
                     {
                         "task_id": o.task.id,
                         "attempt": o.task.attempt,
-                        "started_at": o.task.started_at,
+                        "started_at": o.started_at or o.task.started_at,
                         "finished_at": o.finished_at,
                         "worker": worker,
                         "outcome": o.outcome,

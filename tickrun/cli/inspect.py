@@ -439,6 +439,8 @@ def _stale_bounds(
     "--max-dead",
     type=click.IntRange(min=0),
     metavar="N",
+    default=0,
+    show_default=True,
     help="A problem when more than N tasks are dead.",
 )
 @click.option(
