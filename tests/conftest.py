@@ -52,7 +52,8 @@ class ServerDatabases:
                 return self.urls[backend]
             except Exception as exc:  # noqa: BLE001 - any failure means the server is unusable
                 self.errors[backend] = " ".join(str(exc).split())[:300]
-        reason = f"{backend} server unavailable at {make_url(SERVERS[backend])!r}: {self.errors[backend]}"
+        where = make_url(SERVERS[backend]).render_as_string(hide_password=True)
+        reason = f"{backend} server unavailable at {where}: {self.errors[backend]}"
         if REQUIRE:
             pytest.fail(reason)
         pytest.skip(reason)
