@@ -194,8 +194,8 @@ class App:
             problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
         if not isinstance(queue, str) or not _NAME.match(queue):
             problems.append(f"queue must be a short name, not {queue!r}")
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            problems.append(f"priority must be an integer, not {priority!r}")
+        if not _is_priority(priority):
+            problems.append(f"priority must be a 32-bit integer, not {priority!r}")
         if problems:
             raise ConfigError(f"task {name!r}: " + "; ".join(problems))
 
@@ -333,8 +333,8 @@ class App:
         spec.bind(payload)
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
             raise UsageError("key must be a string of 1 to 255 characters")
-        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
-            raise UsageError(f"priority must be an integer, not {priority!r}")
+        if priority is not None and not _is_priority(priority):
+            raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
         if queue is not None and not (isinstance(queue, str) and _NAME.match(queue)):
             raise UsageError(f"queue must be a short name, not {queue!r}")
         now = clock.now()
@@ -385,6 +385,11 @@ class App:
             "tasks with a timeout run in a child process, which must import the app: "
             "load it as MODULE:ATTR (--app) or define it in an importable module"
         )
+
+
+def _is_priority(value: Any) -> bool:
+    # The column is a 32-bit INTEGER: a larger value would fail on the server, not here.
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
 
 
 def _as_connection(connection: Any) -> Connection:

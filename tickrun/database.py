@@ -24,12 +24,15 @@ def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``; never print a URL any other way."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a non-numeric port
         return "<unparseable database URL>"
 
 
 def sqlite_path(url: str) -> str | None:
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None  # not a file path; open_engine reports the bad URL
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return parsed.database
@@ -40,7 +43,7 @@ def open_engine(url: str) -> Engine:
     """One engine per URL per process; configured for durable, lock-safe use."""
     try:
         engine = create_engine(url, **dialects.engine_options(url))
-    except (ArgumentError, NoSuchModuleError) as exc:
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigError(f"invalid database URL {mask_url(url)}: {exc}") from None
     except ImportError as exc:
         hint = " (pip install 'tickrun[postgres]' or 'tickrun[mysql]')"

@@ -63,6 +63,21 @@ def skip_locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
     return stmt.with_for_update(skip_locked=True)
 
 
+def prefer_claim_index(conn: Connection) -> None:
+    """Keep PostgreSQL on the claim index for this transaction only.
+
+    A queue table's statistics are stale by nature (rows churn faster than ANALYZE runs, and
+    autovacuum may be off): the planner then picks a sequential scan and a sort, which made
+    each claim cost 20 ms on 20,000 rows instead of 2 ms. ``SET LOCAL`` ends with the
+    transaction, so nothing leaks into a pooled session (PgBouncer transaction mode is fine).
+    """
+    if kind(conn) == "postgresql":
+        conn.exec_driver_sql(
+            "SELECT set_config('enable_seqscan', 'off', true),"
+            " set_config('enable_sort', 'off', true)"
+        )
+
+
 def locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
     """Lock the selected rows until commit, so a fencing check and its write are atomic."""
     if kind(conn) == "sqlite":

@@ -86,6 +86,32 @@ def insert_task(conn: Connection, values: dict[str, Any]) -> tuple[int, bool]:
     return dialects.existing_key_id(conn, tasks, key), True
 
 
+def due_query(names: Sequence[str], queues: Sequence[str], limit: int, now: datetime) -> Any:
+    """The claim's SELECT: due rows of the given task names, in claim order, served by
+    ``ix_tickrun_tasks_claim``."""
+    t = tasks
+    stmt = (
+        select(
+            t.c.id,
+            t.c.name,
+            t.c.queue,
+            t.c.status,
+            t.c.payload,
+            t.c.key,
+            t.c.attempts,
+            t.c.max_attempts,
+            t.c.worker,
+            t.c.started_at,
+            t.c.scheduled_for,
+            t.c.schedule,
+        )
+        .where(t.c.claimable_at <= now, t.c.name.in_(names))
+        .order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id)
+        .limit(limit)
+    )
+    return stmt.where(t.c.queue.in_(queues)) if queues else stmt
+
+
 def claim(
     engine: Engine,
     *,
@@ -104,27 +130,8 @@ def claim(
     t = tasks
     token = uuid.uuid4().hex
     with engine.begin() as conn:
-        stmt = (
-            select(
-                t.c.id,
-                t.c.name,
-                t.c.queue,
-                t.c.status,
-                t.c.payload,
-                t.c.key,
-                t.c.attempts,
-                t.c.max_attempts,
-                t.c.worker,
-                t.c.started_at,
-                t.c.scheduled_for,
-                t.c.schedule,
-            )
-            .where(t.c.claimable_at <= now, t.c.name.in_(names))
-            .order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id)
-            .limit(limit)
-        )
-        if queues:
-            stmt = stmt.where(t.c.queue.in_(queues))
+        stmt = due_query(names, queues, limit, now)
+        dialects.prefer_claim_index(conn)
         rows = conn.execute(dialects.skip_locked(stmt, conn)).all()
         lost = [r for r in rows if r.status == RUNNING]
         exhausted = {r.id for r in lost if r.attempts >= r.max_attempts}
