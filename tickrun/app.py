@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tickrun import clock
 from tickrun.backoff import BackoffFn, BackoffSpec, as_backoff, exponential
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tickrun.runner import RunOptions, RunSummary
     from tickrun.scheduler import ScheduleSpec
 
+T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
 
@@ -258,33 +259,14 @@ class App:
         task: str,
         payload: Mapping[str, Any] | None = None,
         *,
-        key: str | None = None,
-        delay: float | timedelta | None = None,
-        run_at: datetime | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
         connection: Any = None,
-        scheduled_for: datetime | None = None,
-        schedule: str | None = None,
+        **options: Any,
     ) -> Enqueued:
-        """Like :meth:`enqueue`, and tells whether the key was already taken."""
+        """Like :meth:`enqueue` (same options), and tells whether the key was already taken."""
         from tickrun import store
 
-        values = self.task_row(
-            task,
-            payload,
-            key=key,
-            delay=delay,
-            run_at=run_at,
-            queue=queue,
-            priority=priority,
-            scheduled_for=scheduled_for,
-            schedule=schedule,
-        )
-        if connection is not None:
-            return Enqueued(*store.insert_task(_as_connection(connection), values))
-        with self.engine.begin() as conn:
-            return Enqueued(*store.insert_task(conn, values))
+        values = self.task_row(task, payload, **options)
+        return Enqueued(*self._in_transaction(connection, lambda c: store.insert_task(c, values)))
 
     def enqueue_many(
         self, items: Iterable[tuple[str, Mapping[str, Any] | None]], *, connection: Any = None
@@ -299,14 +281,16 @@ class App:
         rows = [self.task_row(name, payload) for name, payload in items]
         if not rows:
             return []
+        return sorted(
+            self._in_transaction(connection, lambda c: dialects.insert_many(c, tasks, rows))
+        )
 
-        def insert_all(conn: Connection) -> list[int]:
-            return sorted(dialects.insert_many(conn, tasks, rows))
-
+    def _in_transaction(self, connection: Any, work: Callable[[Connection], T]) -> T:
+        """``work`` in the caller's transaction when given one, else in a transaction of ours."""
         if connection is not None:
-            return insert_all(_as_connection(connection))
+            return work(_as_connection(connection))
         with self.engine.begin() as conn:
-            return insert_all(conn)
+            return work(conn)
 
     def task_row(
         self,
