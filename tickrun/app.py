@@ -289,6 +289,12 @@ class App:
         """``work`` in the caller's transaction when given one, else in a transaction of ours."""
         if connection is not None:
             return work(_as_connection(connection))
+        from tickrun import dialects
+
+        autocommit = dialects.autocommit_enqueue(self.engine)
+        if autocommit is not None:
+            with autocommit.connect() as conn:
+                return work(conn)
         with self.engine.begin() as conn:
             return work(conn)
 
