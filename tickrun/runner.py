@@ -102,7 +102,6 @@ class Runner:
         self._jobs: queue.Queue[store.Claimed | None] = queue.Queue()
         self._results: queue.Queue[store.Outcome] = queue.Queue()
         self._held: dict[int, store.Claimed] = {}
-        self._started: set[int] = set()
         self._signals = 0
         self._children: ChildPool | None = None
 
@@ -254,7 +253,6 @@ class Runner:
             task = self._jobs.get()
             if task is None:
                 return
-            self._started.add(task.id)
             spec = self.app.tasks[task.name]
             ctx = make_context(
                 spec, task.id, task.attempt, task.max_attempts, task.key, task.scheduled_for
@@ -299,7 +297,6 @@ class Runner:
         written = store.record(self.engine, outcomes, now=clock.now(), worker=self.worker)
         for o in outcomes:
             self._held.pop(o.task.id, None)
-            self._started.discard(o.task.id)
             if o.task.id not in written:
                 self.summary.stale += 1
                 log.warning(
