@@ -5,9 +5,26 @@ from __future__ import annotations
 import click
 
 from tickrun.cli.base import Context, cli, common, formats, pass_ctx
+from tickrun.output import Column
 
 FIELDS = ["name", "task", "cron", "tz", "next_run_at", "last_enqueued_at", "missed", "skipped"]
 PREVIEW_FIELDS = ["name", "tz", "local_time", "utc_time"]
+COLUMNS = [
+    Column("name", shrink=10, shrink_last=True),
+    Column("task", shrink=8),
+    Column("cron", shrink=9),
+    Column("tz", shrink=8),
+    Column("next_run_at", "next (UTC)"),
+    Column("last_enqueued_at", "last (UTC)"),
+    Column("missed", align="right"),
+    Column("skipped", "skip", align="right"),
+]
+PREVIEW_COLUMNS = [
+    Column("name", shrink=12, shrink_last=True),
+    Column("tz", shrink=12),
+    Column("local_time", "local time"),
+    Column("utc_time", "UTC"),
+]
 
 
 @cli.command()
@@ -33,7 +50,9 @@ def schedules(ctx: Context, preview: int | None, fmt: str) -> None:
     assert app is not None
     now = clock.now()
     if preview:
-        click.echo(render(preview_rows(app, now, preview), PREVIEW_FIELDS, fmt))
+        rows = preview_rows(app, now, preview)
+        click.echo(render(rows, PREVIEW_FIELDS, fmt, columns=PREVIEW_COLUMNS))
         return
     engine = ctx.engine()
-    click.echo(render(schedule_rows(app, engine, now), FIELDS, fmt, empty="(no schedules)"))
+    rows = schedule_rows(app, engine, now)
+    click.echo(render(rows, FIELDS, fmt, empty="(no schedules)", columns=COLUMNS))
