@@ -169,7 +169,10 @@ def history(engine: Engine, task_id: int) -> list[Any]:
 
 def not_due(engine: Engine) -> int:
     """Unfinished tasks that no run may claim yet (a live lease or a future run_at)."""
-    stmt = select(func.count()).where(tasks.c.claimable_at > datetime.now(UTC))
+    stmt = select(func.count()).where(
+        tasks.c.claimable_at > datetime.now(UTC),
+        tasks.c.status.in_(("pending", "retrying", "running")),
+    )
     with engine.connect() as conn:
         return conn.execute(stmt).scalar_one()
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -69,6 +70,18 @@ def autocommit_enqueue(engine: Engine) -> Engine | None:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+# MariaDB sorts NULL first and has no partial indexes: finished rows with a NULL claimable_at
+# would stand at the head of the claim index, before every due row (measured: 17 claims/s
+# beside 1,000,000 finished rows). A far-future instant puts them at the tail instead.
+_NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def never_claimable(bind: Engine | Connection) -> datetime | None:
+    """``claimable_at`` of a finished task: NULL (outside the partial claim index) where the
+    database has partial indexes, else an instant no claim ever reaches."""
+    return _NEVER if kind(bind) == "mysql" else None
+
+
 def skip_locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
     """Row locks concurrent claimers step over (SQLite: the IMMEDIATE lock excludes them)."""
     if kind(conn) == "sqlite":
@@ -76,19 +89,29 @@ def skip_locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
     return stmt.with_for_update(skip_locked=True)
 
 
-def prefer_claim_index(conn: Connection) -> None:
-    """Keep PostgreSQL on the claim index for this transaction only.
+def for_claim(stmt: Select[Any], conn: Connection) -> Select[Any]:
+    """The claim's SELECT as this database must run it: in the order of the claim index, and
+    stepping over rows that concurrent claimers hold.
 
     A queue table's statistics are stale by nature (rows churn faster than ANALYZE runs, and
-    autovacuum may be off): the planner then picks a sequential scan and a sort, which made
-    each claim cost 20 ms on 20,000 rows instead of 2 ms. ``SET LOCAL`` ends with the
-    transaction, so nothing leaks into a pooled session (PgBouncer transaction mode is fine).
+    autovacuum may be off), and both servers then read the whole table and sort it: 16 ms a
+    claim on PostgreSQL with 20,000 rows instead of 0.35 ms. PostgreSQL is kept on the index
+    with settings scoped to this transaction (``set_config(..., true)``, so nothing leaks into
+    a pooled session: PgBouncer transaction mode is fine), MariaDB with an index hint.
     """
-    if kind(conn) == "postgresql":
+    backend = kind(conn)
+    if backend == "sqlite":
+        return stmt
+    if backend == "postgresql":
         conn.exec_driver_sql(
             "SELECT set_config('enable_seqscan', 'off', true),"
             " set_config('enable_sort', 'off', true)"
         )
+    else:
+        (table,) = stmt.get_final_froms()
+        stmt = stmt.with_hint(table, "FORCE INDEX (ix_tickrun_tasks_claim)", "mysql")
+        stmt = stmt.with_hint(table, "FORCE INDEX (ix_tickrun_tasks_claim)", "mariadb")
+    return stmt.with_for_update(skip_locked=True)
 
 
 def locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
