@@ -135,8 +135,12 @@ def write_app(project: Path, source: str, module: str = "jobs") -> str:
 
 
 def tickrun(
-    *args: str, cwd: Path, db: str | None = None, env: dict[str, str] | None = None,
-    timeout: float = 120, input: str | None = None,
+    *args: str,
+    cwd: Path,
+    db: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as cron would (no inherited TICKRUN_* settings)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TICKRUN_")}
@@ -144,6 +148,11 @@ def tickrun(
     if db is not None:
         full_env["TICKRUN_DATABASE_URL"] = db
     return subprocess.run(
-        [sys.executable, "-m", "tickrun", *args], cwd=cwd, env=full_env, capture_output=True,
-        text=True, timeout=timeout, input=input,
+        [sys.executable, "-m", "tickrun", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
     )

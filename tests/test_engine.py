@@ -15,7 +15,7 @@ from freezegun import freeze_time
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from tickrun import App, Fail, PayloadError, Retry, TaskContext, UnknownTask, dialects, store
+from tickrun import App, Fail, PayloadError, Retry, TaskContext, UnknownTask, store
 from tickrun.execution import MAX_TEXT_BYTES
 from tickrun.runner import Runner, RunOptions, RunSummary
 from tickrun.schema import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, attempts, runs, tasks
@@ -28,11 +28,6 @@ def new_app(db_url: str) -> App:
     app = App(database_url=db_url)
     app.use_database(db_url)
     return app
-
-
-def finished(app: App) -> Any:
-    """``claimable_at`` of a finished task on this database (see dialects.never_claimable)."""
-    return dialects.never_claimable(app.engine)
 
 
 def row(engine: Engine, task_id: int) -> Any:
@@ -111,7 +106,7 @@ def test_success_records_the_task_and_its_attempt(db_url: str) -> None:
     assert task.finished_at == T0
     assert task.started_at == T0
     assert task.worker == "w1"
-    assert (task.claimable_at, task.lease_until, task.claim_token) == (finished(app), None, None)
+    assert (task.claimable_at, task.lease_until, task.claim_token) == (None, None, None)
     assert (task.last_error, task.last_traceback) == (None, None)
     [attempt] = history(app.engine, task_id)
     assert attempt.attempt == 1
@@ -181,7 +176,7 @@ def test_exception_retries_after_the_backoff_from_now_then_dies(db_url: str) -> 
     assert task.status == DEAD
     assert task.attempts == 3
     assert task.finished_at == T0 + timedelta(seconds=30)
-    assert task.claimable_at == finished(app)
+    assert task.claimable_at is None
     assert task.last_error == "ValueError: boom 3"
     assert "ValueError: boom 3" in task.last_traceback
     rows = history(app.engine, task_id)
@@ -273,7 +268,7 @@ def test_fail_sends_the_task_to_the_dlq_at_once(db_url: str) -> None:
     assert task.status == DEAD
     assert task.attempts == 1
     assert task.finished_at == T0
-    assert task.claimable_at == finished(app)
+    assert task.claimable_at is None
     assert task.last_error == "Fail: order 7 does not exist"
     assert task.last_traceback.startswith("Traceback (most recent call last):")
     assert "Fail: order 7 does not exist" in task.last_traceback
@@ -418,7 +413,7 @@ def test_an_expired_lease_with_no_attempt_left_is_dead_without_running(db_url: s
     assert task.status == DEAD
     assert task.attempts == 1
     assert task.finished_at == T0 + timedelta(seconds=31)
-    assert (task.claimable_at, task.claim_token) == (finished(app), None)
+    assert (task.claimable_at, task.claim_token) == (None, None)
     assert "lease expired" in task.last_error
     [lost] = history(app.engine, task_id)
     assert (lost.outcome, lost.worker) == ("lost", "ghost")

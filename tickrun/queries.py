@@ -483,11 +483,7 @@ def cancel(engine: Engine, now: datetime, ids: Sequence[int]) -> Moved:
             conn.execute(
                 update(_T)
                 .where(_T.c.id.in_(chunk), _T.c.status.in_(WAITING))
-                .values(
-                    status=CANCELLED,
-                    finished_at=now,
-                    claimable_at=dialects.never_claimable(conn),
-                )
+                .values(status=CANCELLED, finished_at=now, claimable_at=None)
             )
     return moved
 

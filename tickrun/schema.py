@@ -14,8 +14,7 @@ Statuses, and who moves a task in and out of each:
 
 ``claimable_at`` is what the claim query orders and filters on: the ``run_at`` of a waiting task,
 the lease expiry of a running one, and NULL once the task is finished, so one partial index
-covers every due task however many finished rows the table holds (MariaDB, which has no
-partial indexes, gets a far-future instant instead: see ``dialects.never_claimable``).
+covers every due task however many finished rows the table holds.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Computed,
     DateTime,
     Index,
     Integer,
@@ -151,6 +151,12 @@ tasks = Table(
     Column("key", String(255), nullable=True),
     Column("run_at", UTCDateTime, nullable=False),
     Column("claimable_at", UTCDateTime, nullable=True),
+    # MariaDB's stand-in for a partial index (see claim_index_mariadb): NULL once finished.
+    Column(
+        "claim_priority",
+        Integer,
+        Computed("CASE WHEN claimable_at IS NULL THEN NULL ELSE priority END", persisted=True),
+    ),
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("lease_until", UTCDateTime, nullable=True),
@@ -171,6 +177,16 @@ tasks = Table(
 claim_index = Index(
     "ix_tickrun_tasks_claim", tasks.c.priority.desc(), tasks.c.claimable_at, tasks.c.id
 )
+# MariaDB has no partial indexes and sorts NULL first: in the index above, finished rows would
+# stand before every due row (17 claims/s beside 1,000,000 finished rows). Descending, the NULL
+# claim_priority of finished rows sorts last, and "claim_priority IS NOT NULL" is a range that
+# holds only unfinished rows, as the partial index does elsewhere.
+Index(
+    "ix_tickrun_tasks_claim_mariadb",
+    tasks.c.claim_priority.desc(),
+    tasks.c.claimable_at,
+    tasks.c.id,
+).ddl_if(dialect=("mysql", "mariadb"))
 Index("ix_tickrun_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
 Index("ix_tickrun_tasks_schedule", tasks.c.schedule, tasks.c.status)
 

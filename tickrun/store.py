@@ -158,7 +158,7 @@ def claim(
                 .values(
                     status=DEAD,
                     finished_at=now,
-                    claimable_at=dialects.never_claimable(conn),
+                    claimable_at=None,
                     lease_until=None,
                     claim_token=None,
                     last_error="no attempts left: " + LEASE_EXPIRED.format(worker="(see history)"),
@@ -229,7 +229,7 @@ def record(engine: Engine, outcomes: Sequence[Outcome], *, now: datetime, worker
                 .values(
                     status=SUCCEEDED,
                     finished_at=now,
-                    claimable_at=dialects.never_claimable(conn),
+                    claimable_at=None,
                     lease_until=None,
                     claim_token=None,
                 )
@@ -241,7 +241,6 @@ def record(engine: Engine, outcomes: Sequence[Outcome], *, now: datetime, worker
                 update(schedules).where(schedules.c.name.in_(fresh)).values(last_success_at=now)
             )
         failed = [o for o in mine if o.status != SUCCEEDED]
-        never = dialects.never_claimable(conn)
         if failed:
             conn.execute(
                 update(t)
@@ -261,7 +260,7 @@ def record(engine: Engine, outcomes: Sequence[Outcome], *, now: datetime, worker
                         "b_id": o.task.id,
                         "b_status": o.status,
                         "b_run_at": o.run_at or o.task.started_at,
-                        "b_claimable_at": o.run_at if o.status != DEAD else never,
+                        "b_claimable_at": o.run_at if o.status != DEAD else None,
                         "b_finished_at": now if o.status == DEAD else None,
                         "b_error": o.error,
                         "b_traceback": o.traceback,

@@ -461,8 +461,7 @@ def _stale_bounds(
     multiple=True,
     metavar="SCHEDULE=DURATION",
     callback=_stale_bounds,
-    help="A problem when the schedule's last success is older (or it never succeeded). "
-    "Repeatable.",
+    help="A problem when the schedule's last success is older (or it never succeeded). Repeatable.",
 )
 @common
 @pass_ctx
