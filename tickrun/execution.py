@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -23,6 +22,7 @@ from tickrun.errors import Fail, Retry
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection as Pipe
+    from multiprocessing.process import BaseProcess
 
     from tickrun.app import TaskSpec
 
@@ -121,8 +121,8 @@ class ChildPool:
 
     def __init__(self, app_ref: str) -> None:
         self._app_ref = app_ref
-        self._idle: list[tuple[multiprocessing.process.BaseProcess, Pipe]] = []
-        self._busy: set[multiprocessing.process.BaseProcess] = set()
+        self._idle: list[tuple[BaseProcess, Pipe]] = []
+        self._busy: set[BaseProcess] = set()
         self._lock = threading.Lock()
 
     def call(self, spec: TaskSpec, payload: str, ctx: TaskContext) -> Result:
@@ -160,13 +160,15 @@ class ChildPool:
             self._idle.append((proc, conn))
         return Result(**answer)
 
-    def _acquire(self) -> tuple[multiprocessing.process.BaseProcess, Pipe]:
+    def _acquire(self) -> tuple[BaseProcess, Pipe]:
         with self._lock:
             while self._idle:
                 proc, conn = self._idle.pop()
                 if proc.is_alive():
                     self._busy.add(proc)
                     return proc, conn
+        import multiprocessing  # only runs with a timeout task pay for it
+
         ctx = multiprocessing.get_context("spawn")
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(
@@ -185,7 +187,7 @@ class ChildPool:
             self._busy.add(proc)
         return proc, parent_end
 
-    def _kill(self, proc: multiprocessing.process.BaseProcess, conn: Pipe) -> None:
+    def _kill(self, proc: BaseProcess, conn: Pipe) -> None:
         proc.kill()
         proc.join(5)
         conn.close()

@@ -388,6 +388,8 @@ class Runner:
         return 0
 
     def _enqueue_schedules(self) -> int:
+        if not self.app.schedules:
+            return 0  # and croniter is never imported: every cron tick pays for imports
         from tickrun.scheduler import enqueue_due
 
         return enqueue_due(self.app, self.engine, clock.now())
