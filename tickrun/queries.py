@@ -594,14 +594,9 @@ def _stale_schedules(engine: Engine, now: datetime, bounds: Mapping[str, float])
     """A schedule whose last success is older than its bound, or that never succeeded."""
     if not bounds:
         return []
-    with engine.connect() as conn:
-        known = dict(
-            conn.execute(
-                select(schedules.c.name, schedules.c.last_success_at).where(
-                    schedules.c.name.in_(list(bounds))
-                )
-            ).all()
-        )
+    from tickrun.scheduler import stored
+
+    known = stored(engine, bounds, schedules.c.last_success_at)
     unknown = sorted(set(bounds) - set(known))
     if unknown:
         raise NotFound(

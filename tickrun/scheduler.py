@@ -10,7 +10,7 @@ runs never wait on each other here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -84,15 +84,7 @@ def enqueue_due(app: App, engine: Engine, now: datetime) -> int:
     if not app.schedules:
         return 0
     specs = app.schedules
-    with engine.connect() as conn:
-        marks = dict(
-            conn.execute(
-                select(schedules.c.name, schedules.c.last_fire_at).where(
-                    schedules.c.name.in_(list(specs))
-                )
-            ).all()
-        )
-        conn.rollback()
+    marks = stored(engine, specs, schedules.c.last_fire_at)
     missing = [s for s in specs.values() if s.name not in marks]
     if missing:
         _register(engine, missing, now)
@@ -109,6 +101,13 @@ def enqueue_due(app: App, engine: Engine, now: datetime) -> int:
         for row in conn.execute(dialects.skip_locked(stmt, conn)).all():
             added += _advance(app, conn, specs[row.name], row, now)
     return added
+
+
+def stored(engine: Engine, names: Iterable[str], column: Any) -> dict[str, Any]:
+    """One column of the stored rows of the named schedules, by name (absent: never seen)."""
+    stmt = select(schedules.c.name, column).where(schedules.c.name.in_(list(names)))
+    with engine.connect() as conn:
+        return dict(conn.execute(stmt).all())
 
 
 def _register(engine: Engine, specs: list[ScheduleSpec], now: datetime) -> None:
