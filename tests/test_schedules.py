@@ -365,3 +365,68 @@ def test_check_stale_bad_input_exits_2(db_url: str, arg: str) -> None:
     code, lines = run_check(db_url, "--stale", arg)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
+
+
+@pytest.mark.parametrize(
+    ("tz", "day", "expected"),
+    [
+        # (local day, {expression: number of firings over that local day})
+        (
+            "America/New_York",
+            "2026-03-08",
+            {"30 2 * * *": 1, "30 1 * * *": 1, "0 * * * *": 23, "*/15 * * * *": 92},
+        ),
+        (
+            "America/New_York",
+            "2026-11-01",
+            {"30 2 * * *": 1, "30 1 * * *": 1, "0 * * * *": 25, "*/15 * * * *": 100},
+        ),
+        (
+            "Europe/London",
+            "2026-03-29",
+            {"30 2 * * *": 1, "30 1 * * *": 1, "0 * * * *": 23, "*/15 * * * *": 92},
+        ),
+        (
+            "Europe/London",
+            "2026-10-25",
+            {"30 2 * * *": 1, "30 1 * * *": 1, "0 * * * *": 25, "*/15 * * * *": 100},
+        ),
+    ],
+)
+def test_runs_every_five_minutes_through_a_dst_day(
+    tmp_path: Path, tz: str, day: str, expected: dict[str, int]
+) -> None:
+    """Frozen time moved through the whole local day, `tickrun run` every 5 minutes (SQLite):
+    each expression fires as often as the Debian rules say, once per occurrence, at the
+    instants the cron module computes."""
+    from zoneinfo import ZoneInfo
+
+    from tickrun import cron
+
+    url = f"sqlite:///{tmp_path / 'dst.db'}"
+    app = App(database_url=url)
+
+    @app.task
+    def tick() -> None: ...
+
+    for i, expr in enumerate(expected):
+        app.schedule(expr, task="tick", name=f"s{i}", tz=tz, catchup="all")
+    app.use_database(url)
+    app.init_db()
+    zone = ZoneInfo(tz)
+    start = datetime.fromisoformat(day).replace(tzinfo=zone).astimezone(UTC)
+    end = (datetime.fromisoformat(day) + timedelta(days=1)).replace(tzinfo=zone).astimezone(UTC)
+    with freeze_time(start - timedelta(seconds=1)) as frozen:
+        app.run()  # first sight, just before local midnight
+        moment = start
+        while moment < end:
+            frozen.move_to(moment + timedelta(seconds=30))
+            app.run()
+            moment += timedelta(minutes=5)
+    with app.engine.connect() as conn:
+        rows = conn.execute(select(tasks.c.schedule, tasks.c.scheduled_for)).all()
+    for i, (expr, count) in enumerate(expected.items()):
+        fired = sorted(at for name, at in rows if name == f"s{i}")
+        assert len(fired) == count, expr
+        window = (start - timedelta(seconds=1), end - timedelta(seconds=1))
+        assert fired == cron.fire_times(expr, tz, *window), expr
