@@ -48,8 +48,9 @@ class RunOptions:
     worker: str | None = None
     fail_on: str = "dead"
     grace: float = 30.0
-    batch_size: int = 50  # tasks claimed per round trip, beyond one per worker
+    batch_size: int = 500  # at most this many tasks claimed ahead, or recorded, per round trip
     flush_after: float = 0.05  # seconds an outcome may wait to share a commit with others
+    prefetch_seconds: float = 0.25  # claim ahead about this much work per worker
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Runner:
         self._held: dict[int, store.Claimed] = {}
         self._signals = 0
         self._children: ChildPool | None = None
+        self._mean_duration: float | None = None  # of recent attempts, seconds (moving average)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class Runner:
     def _claim(self) -> bool:
         """Claim a batch; True when fewer were due than asked for (nothing more to do now)."""
         opts = self.options
-        want = opts.batch_size + opts.concurrency - self._jobs.qsize()
+        want = self._prefetch() + opts.concurrency - self._jobs.qsize()
         if opts.max_tasks is not None:
             want = min(want, opts.max_tasks - self.summary.claimed)
         if want <= 0 or not self.leases:
@@ -241,6 +243,17 @@ class Runner:
         if batch.dead:
             log.warning("%d task(s) dead: their last attempt's lease expired", batch.dead)
         return len(batch.tasks) + batch.dead < want
+
+    def _prefetch(self) -> int:
+        """How many tasks to claim ahead of the workers: a round trip's worth of fast tasks
+        (a batch of 50 no-op tasks drained 3,300/s on PostgreSQL, 200 drained 7,100/s), but
+        never more than ``prefetch_seconds`` of work per worker, so slow tasks are not hoarded
+        away from other runs and hosts. Until a handler has finished, one per worker."""
+        opts = self.options
+        if self._mean_duration is None:
+            return opts.concurrency
+        per_worker = opts.prefetch_seconds / max(self._mean_duration, 1e-6)
+        return max(opts.concurrency, min(opts.batch_size, int(per_worker * opts.concurrency)))
 
     def _beat_interval(self) -> float:
         leases = [self.leases[t.name] for t in self._held.values()] or list(self.leases.values())
@@ -296,6 +309,10 @@ class Runner:
     def _record(self, outcomes: list[store.Outcome]) -> None:
         written = store.record(self.engine, outcomes, now=clock.now(), worker=self.worker)
         for o in outcomes:
+            if o.started_at is not None:
+                took = (o.finished_at - o.started_at).total_seconds()
+                mean = self._mean_duration
+                self._mean_duration = took if mean is None else 0.8 * mean + 0.2 * took
             self._held.pop(o.task.id, None)
             if o.task.id not in written:
                 self.summary.stale += 1
