@@ -104,15 +104,20 @@ def due(
     click.echo(render(rows, queries.DUE_FIELDS, fmt, "(nothing due)", DUE_COLUMNS))
 
 
+def since_option(help_text: str) -> Any:
+    """``--since DURATION`` (default 24h): the window a listing or a statistic looks back over."""
+    return click.option(
+        "--since",
+        metavar="DURATION",
+        callback=duration,
+        default="24h",
+        show_default=True,
+        help=help_text,
+    )
+
+
 @cli.command()
-@click.option(
-    "--since",
-    metavar="DURATION",
-    callback=duration,
-    default="24h",
-    show_default=True,
-    help="How far back.",
-)
+@since_option("How far back.")
 @click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N attempts.")
 @formats
@@ -298,14 +303,7 @@ def _end_time(attempt: Mapping[str, Any]) -> str:
 
 
 @cli.command()
-@click.option(
-    "--since",
-    metavar="DURATION",
-    callback=duration,
-    default="24h",
-    show_default=True,
-    help="Window for run time, wait time and failure rate.",
-)
+@since_option("Window for run time, wait time and failure rate.")
 @formats
 @common
 @pass_ctx
