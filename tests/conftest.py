@@ -143,16 +143,39 @@ def tickrun(
     input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as cron would (no inherited TICKRUN_* settings)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TICKRUN_")}
-    full_env.update(env or {})
-    if db is not None:
-        full_env["TICKRUN_DATABASE_URL"] = db
     return subprocess.run(
         [sys.executable, "-m", "tickrun", *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(db, env),
         capture_output=True,
         text=True,
         timeout=timeout,
         input=input,
     )
+
+
+def tickruns(
+    count: int, *args: str, cwd: Path, db: str, env: dict[str, str] | None = None
+) -> list[tuple[int, str, str]]:
+    """``count`` real CLI processes started together; (exit code, stdout, stderr) of each."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tickrun", *args],
+            cwd=cwd,
+            env=cli_env(db, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+
+
+def cli_env(db: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKRUN_")}
+    env.update(extra or {})
+    if db is not None:
+        env["TICKRUN_DATABASE_URL"] = db
+    return env

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from tests.conftest import write_app
+from tests.conftest import cli_env, write_app
 from tests.test_crash import (
     DEADLINE,
     app_source,
-    cli_env,
     executions,
     reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
     start_run,
@@ -116,7 +115,7 @@ def test_concurrent_enqueues_of_one_key_create_one_task(
         subprocess.Popen(
             [sys.executable, "launch.py", str(barrier), "enqueue", *args],
             cwd=project,
-            env=cli_env(db_url, ref),
+            env=cli_env(db_url, {"TICKRUN_APP": ref}),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import tickrun, write_app
+from tests.conftest import cli_env, tickrun, write_app
 from tickrun import App
 from tickrun.schema import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, attempts, tasks
 
@@ -89,12 +89,6 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLIN
         time.sleep(0.05)
 
 
-def cli_env(db_url: str, ref: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKRUN_")}
-    env.update(TICKRUN_DATABASE_URL=db_url, TICKRUN_APP=ref)
-    return env
-
-
 _background: list[subprocess.Popen[bytes]] = []
 
 
@@ -135,7 +129,7 @@ def start_run(project: Path, db_url: str, ref: str, *args: str, tag: str = "run"
         proc = subprocess.Popen(
             [sys.executable, "-m", "tickrun", "run", *args],
             cwd=project,
-            env=cli_env(db_url, ref),
+            env=cli_env(db_url, {"TICKRUN_APP": ref}),
             stdout=stdout,
             stderr=stderr,
         )

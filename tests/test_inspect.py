@@ -11,10 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,7 @@ from click.testing import CliRunner, Result
 from freezegun import freeze_time
 from sqlalchemy import Engine, func, insert, select
 
-from tests.conftest import tickrun, write_app
+from tests.conftest import tickrun, tickruns, write_app
 from tickrun import queries, store
 from tickrun.cli.base import main
 from tickrun.output import Column, fitted_table
@@ -745,21 +743,9 @@ def test_a_late_retry_never_resets_a_task_already_claimed_again(
 @pytest.mark.slow
 def test_two_real_processes_retrying_one_task(db_url: str, engine: Engine, project: Path) -> None:
     tid = dead_task(engine)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKRUN_")}
-    env["TICKRUN_DATABASE_URL"] = db_url
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "dlq", "retry", str(tid)],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    results = tickruns(2, "dlq", "retry", str(tid), cwd=project, db=db_url)
+    assert [code for code, _, _ in results] == [0, 0], results
+    outs = [(out, err) for _, out, err in results]
     stdouts = sorted(out for out, _ in outs)
     assert stdouts == [
         "retried 0 dead tasks\n",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, insert, select, update
 
-from tests.conftest import tickrun, write_app
+from tests.conftest import tickrun, tickruns, write_app
 from tickrun import App, TaskContext, store
 from tickrun.scheduler import enqueue_due
 from tickrun.schema import RUNNING, schedules, tasks
@@ -238,21 +236,9 @@ def test_concurrent_runs_enqueue_and_run_one_occurrence_once(
                 updated_at=now,
             )
         )
-    env = {"TICKRUN_DATABASE_URL": db_url, "TICKRUN_APP": ref, "PATH": "/usr/bin:/bin"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "run"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(8)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err
+    env = {"TICKRUN_APP": ref, "PATH": "/usr/bin:/bin"}
+    for code, out, err in tickruns(8, "run", cwd=project, db=db_url, env=env):
+        assert code == 0, err
         for word in ("Traceback", "unique", "Duplicate", "IntegrityError", "locked", "warning"):
             assert word not in out + err, out + err
     assert log.read_text() == "tick\n"
