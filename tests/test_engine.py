@@ -12,8 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from tickrun import App, Fail, PayloadError, Retry, TaskContext, UnknownTask, store
 from tickrun.execution import MAX_TEXT_BYTES
@@ -812,3 +814,68 @@ def test_enqueue_run_at_and_delay_are_stored_in_utc(db_url: str) -> None:
         later = app.enqueue("hello", {"name": "b"}, delay=timedelta(minutes=5))
     assert row(app.engine, at).run_at == datetime(2026, 7, 1, 11, 30, tzinfo=UTC)
     assert row(app.engine, later).run_at == T0 + timedelta(minutes=5)
+
+
+# An enqueue outside the caller's transaction goes straight through the DB-API driver
+# (dialects.insert_one): these hold it to what SQLAlchemy would have done.
+
+
+def _admin(db_url: str) -> Engine:
+    return create_engine(db_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+
+
+def test_a_refused_enqueue_raises_sqlalchemys_error_and_leaves_the_connection_clean(
+    db_url: str, backend: str
+) -> None:
+    app = simple_app(db_url)
+    app.enqueue("hello", {"name": "before"})  # the pool now holds a used connection
+    rename = "ALTER TABLE {} RENAME TO {}"
+    with _admin(db_url).connect() as admin:
+        admin.exec_driver_sql(rename.format("tickrun_tasks", "tickrun_tasks_away"))
+        try:
+            with pytest.raises(DBAPIError, match="tickrun_tasks") as failed:
+                app.enqueue("hello", {"name": "refused"})
+        finally:
+            admin.exec_driver_sql(rename.format("tickrun_tasks_away", "tickrun_tasks"))
+    assert failed.value.connection_invalidated is False
+    assert app.enqueue("hello", {"name": "after"}) > 0
+    # The pooled connection went back transactional: this insert can still be rolled back.
+    with app.engine.connect() as conn:
+        trans = conn.begin()
+        app.enqueue("hello", {"name": "rolled back"}, connection=conn)
+        trans.rollback()
+    with app.engine.connect() as conn:
+        names = conn.execute(select(tasks.c.payload).order_by(tasks.c.id)).scalars().all()
+    assert names == ['{"name":"before"}', '{"name":"after"}']
+
+
+@pytest.mark.parametrize("db_url", ["postgresql", "mysql"], indirect=True)
+def test_an_enqueue_on_a_connection_the_server_dropped_fails_once_then_reconnects(
+    db_url: str, backend: str
+) -> None:
+    app = simple_app(db_url)
+    app.enqueue("hello", {"name": "before"})
+    with app.engine.connect() as one, app.engine.connect() as two:  # two pooled connections
+        one.exec_driver_sql("SELECT 1")
+        two.exec_driver_sql("SELECT 1")
+    assert app.engine.pool.checkedin() == 2
+    with _admin(db_url).connect() as admin:
+        if backend == "postgresql":
+            admin.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        else:
+            ids = admin.exec_driver_sql(
+                "SELECT id FROM information_schema.processlist"
+                " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            ).scalars()
+            for connection_id in ids.all():
+                admin.exec_driver_sql(f"KILL CONNECTION {connection_id}")
+    with pytest.raises(DBAPIError) as failed:
+        app.enqueue("hello", {"name": "lost"})
+    assert failed.value.connection_invalidated is True
+    # The dead connection left the pool, and so did any other connection of that server.
+    assert app.enqueue("hello", {"name": "after"}) > 0
+    assert app.engine.pool.checkedin() == 1
+    assert count(app.engine) == 2

@@ -263,9 +263,12 @@ class App:
         **options: Any,
     ) -> Enqueued:
         """Like :meth:`enqueue` (same options), and tells whether the key was already taken."""
-        from tickrun import store
+        from tickrun import dialects, store
+        from tickrun.schema import tasks
 
         values = self.task_row(task, payload, **options)
+        if connection is None and values["key"] is None:
+            return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
         return Enqueued(*self._in_transaction(connection, lambda c: store.insert_task(c, values)))
 
     def enqueue_many(

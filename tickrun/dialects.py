@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, Select, Table, event, insert, select
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -67,6 +68,69 @@ def autocommit_enqueue(engine: Engine) -> Engine | None:
     if kind(engine) != "postgresql":
         return None
     return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
+    """Insert one row in a durable transaction of its own, straight through the DB-API driver;
+    its id.
+
+    This is every keyless ``enqueue`` outside the caller's transaction, the hottest write
+    there is. SQLAlchemy's per-statement machinery (execution context, events, the
+    ``BEGIN IMMEDIATE`` hook run as a statement of its own) cost as much as the durable commit
+    itself: 3,100 enqueues/s on SQLite against 6,500/s for the bare driver, measured here.
+    Driver errors are raised as SQLAlchemy's; the pool's reset-on-return rolls back a failed
+    transaction.
+    """
+    backend = kind(engine)
+    sql, processors = _insert_one_plan(engine.dialect, table, tuple(row))
+    params = tuple(p(v) if p else v for p, v in zip(processors, row.values(), strict=True))
+    raw = engine.raw_connection()
+    driver = raw.driver_connection
+    cursor = None
+    try:
+        cursor = raw.cursor()
+        if backend == "postgresql":
+            # One autocommit statement: no BEGIN/COMMIT round trips, and the same durable
+            # commit (synchronous_commit applies to it as to any transaction).
+            driver.autocommit = True
+            try:
+                cursor.execute(sql, params)
+                return cursor.fetchone()[0]
+            finally:
+                driver.autocommit = False
+        if backend == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")  # see configure(): take the write lock up front
+        cursor.execute(sql, params)
+        new_id = cursor.lastrowid
+        raw.commit()
+        return new_id
+    except engine.dialect.loaded_dbapi.Error as exc:
+        lost = engine.dialect.is_disconnect(exc, driver, cursor)
+        if lost:
+            # As SQLAlchemy does: the server dropped us, so it dropped the pool's other
+            # connections too; start afresh instead of failing once per pooled connection.
+            raw.invalidate(exc)
+            engine.dispose()
+        raise DBAPIError.instance(
+            sql, params, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost
+        ) from exc
+    finally:
+        raw.close()
+
+
+@cache
+def _insert_one_plan(
+    dialect: Dialect, table: Table, columns: tuple[str, ...]
+) -> tuple[str, list[Callable[[Any], Any] | None]]:
+    quote = dialect.identifier_preparer.quote
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join([mark] * len(columns))})"
+    )
+    if dialect.name == "postgresql":
+        sql += f" RETURNING {quote(table.primary_key.columns[0].name)}"
+    return sql, [table.c[c].type.bind_processor(dialect) for c in columns]
 
 
 def skip_locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
