@@ -3,6 +3,7 @@ enqueueing, with a frozen clock instead of sleeps."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -804,6 +805,31 @@ def test_enqueue_many(db_url: str) -> None:
         assert count(app.engine) == 3
         assert app.run(W).succeeded == 3
     assert ran == ["B"]
+
+
+def test_enqueue_many_stores_every_payload_exactly_in_the_given_order(db_url: str) -> None:
+    app = simple_app(db_url)
+
+    @app.task(queue="slow", max_attempts=2)
+    def other(name: str) -> None: ...
+
+    tricky = ['quote " backslash \\ slash /', "new\nline\ttab", "é ü 日本 🎉"]
+    tricky += ["\u0000 nul", "", "{}"]
+    items = [("other" if i % 3 else "hello", {"name": f"{tricky[i % 6]} {i}"}) for i in range(300)]
+    with freeze_time(T0):
+        ids = app.enqueue_many(items)
+        same = app.enqueue_many([("hello", {"name": "same"})] * 3)  # no column varies
+    got = [row(app.engine, i) for i in ids + same]
+    assert [(t.name, json.loads(t.payload)) for t in got] == [
+        (name, payload) for name, payload in items + [("hello", {"name": "same"})] * 3
+    ]
+    assert {(t.name, t.queue, t.max_attempts) for t in got} == {
+        ("hello", "default", 5),
+        ("other", "slow", 2),
+    }
+    assert {(t.status, t.run_at, t.claimable_at, t.created_at, t.key) for t in got} == {
+        (PENDING, T0, T0, T0, None)
+    }
 
 
 def test_enqueue_run_at_and_delay_are_stored_in_utc(db_url: str) -> None:

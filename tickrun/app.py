@@ -281,7 +281,9 @@ class App:
         from tickrun import dialects
         from tickrun.schema import tasks
 
-        rows = [self.task_row(name, payload) for name, payload in items]
+        # One time for the whole batch: the rows then share their times, bound once.
+        now = clock.now()
+        rows = [self.task_row(name, payload, now=now) for name, payload in items]
         if not rows:
             return []
         return sorted(
@@ -313,6 +315,7 @@ class App:
         priority: int | None = None,
         scheduled_for: datetime | None = None,
         schedule: str | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
         """The checked row for a new task; raises before anything touches the database."""
         spec = self.spec(task)
@@ -330,7 +333,7 @@ class App:
             raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
         if queue is not None and not (isinstance(queue, str) and _NAME.match(queue)):
             raise UsageError(f"queue must be a short name, not {queue!r}")
-        now = clock.now()
+        now = now or clock.now()
         when = _when(now, delay, run_at)
         return {
             "name": spec.name,
