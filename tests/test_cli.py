@@ -646,3 +646,28 @@ def test_a_password_is_never_printed_by_a_working_database(
     assert seen["enqueue doomed"] == 0
     assert seen["enqueue nope"] == 2
     assert seen["run"] == 1
+
+
+def test_only_the_tickrun_program_freezes_its_heap_before_exiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The program skips the interpreter's shutdown collections; a caller of main(argv)
+    (a test, an embedding application) keeps a collector that sees its whole heap."""
+    import gc
+
+    from tickrun.cli import main
+
+    gc.unfreeze()
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert gc.get_freeze_count() == 0
+
+    monkeypatch.setattr(sys, "argv", ["tickrun", "--version"])
+    try:
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code == 0
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -4,7 +4,6 @@ the application's own ``database_url`` > default."""
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,8 @@ class Setting:
 def pyproject_settings(path: str = "pyproject.toml") -> dict[str, Any]:
     if not os.path.exists(path):
         return {}
+    import tomllib  # only here: most cron ticks run where there is no pyproject.toml
+
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -156,25 +157,31 @@ def main(argv: list[str] | None = None) -> None:
 
     ctx_obj = Context()
     try:
-        code = cli.main(args=argv, prog_name="tickrun", standalone_mode=False, obj=ctx_obj)
+        result = cli.main(args=argv, prog_name="tickrun", standalone_mode=False, obj=ctx_obj)
+        code = result if isinstance(result, int) else 0
     except click.exceptions.Abort:
-        _fail("aborted", 130, ctx_obj)
+        code = _fail("aborted", 130, ctx_obj)
     except click.ClickException as exc:
-        _fail(exc.format_message(), 2, ctx_obj)
+        code = _fail(exc.format_message(), 2, ctx_obj)
     except TickrunError as exc:
-        _fail(str(exc), exc.exit_code, ctx_obj)
+        code = _fail(str(exc), exc.exit_code, ctx_obj)
     except SQLAlchemyError as exc:
         from tickrun.database import describe_db_error
 
         err = describe_db_error(exc, ctx_obj.url)
-        _fail(str(err), err.exit_code, ctx_obj)
-    sys.exit(code if isinstance(code, int) else 0)
+        code = _fail(str(err), err.exit_code, ctx_obj)
+    if argv is None:
+        # This process is the tickrun program, and it exits now: objects frozen out of the
+        # collector's reach spare the interpreter's shutdown its full passes over the heap,
+        # about 40 ms of every cron tick with SQLAlchemy and psycopg loaded (bench W5).
+        gc.freeze()
+    sys.exit(code)
 
 
-def _fail(message: str, code: int, ctx: Context) -> None:
+def _fail(message: str, code: int, ctx: Context) -> int:
     if ctx.debug:
         import traceback
 
         traceback.print_exc()
     click.echo(f"error: {' '.join(message.split())}", err=True)
-    sys.exit(code)
+    return code
