@@ -220,15 +220,13 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
     """Insert rows with the same columns in one statement; their ids.
 
     Values every row shares are bound once; the others travel as one JSON array of rows that
-    the database's own JSON functions unpack in C. Binding 13 columns per row (SQLite) or
-    dumping 13 text arrays in Python for ``unnest()`` (PostgreSQL) took most of a bulk
-    enqueue's time. Varying values must be JSON types once bound (a batch of enqueues shares
-    one time). SQLite needs its JSON functions (built in since 3.38, and in the builds of
-    every common platform before that).
+    the database's own JSON functions unpack in C. Binding 13 columns per row (SQLite,
+    MariaDB) or dumping 13 text arrays in Python for ``unnest()`` (PostgreSQL) took most of a
+    bulk enqueue's time. Varying values must be JSON types once bound (a batch of enqueues
+    shares one time). MariaDB needs 10.6 (JSON_TABLE); SQLite its JSON functions (built in
+    since 3.38, and in the builds of every common platform before that).
     """
     backend = kind(conn)
-    if backend == "mysql":
-        return list(conn.execute(insert(table).returning(table.c.id), rows).scalars())
     first = rows[0]
     shared = [c for c in first if all(row[c] == first[c] for row in rows)]
     varying = [c for c in first if c not in shared]
@@ -238,12 +236,16 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
         separators=(",", ":"),
     )
     quote = conn.dialect.identifier_preparer.quote
+    types = [table.c[c].type.compile(dialect=conn.dialect) for c in varying]
     if backend == "postgresql":
         source = "json_array_elements(CAST(:rows AS json)) AS r(v)"
-        unpacked = [
-            f"CAST(v->>{i} AS {table.c[c].type.compile(dialect=conn.dialect)})"
-            for i, c in enumerate(varying)
-        ]
+        unpacked = [f"CAST(v->>{i} AS {type_})" for i, type_ in enumerate(types)]
+    elif backend == "mysql":
+        # JSON_TABLE needs one column even when nothing varies: the row number.
+        columns = ["n FOR ORDINALITY"]
+        columns += [f"c{i} {type_} PATH '$[{i}]'" for i, type_ in enumerate(types)]
+        source = f"JSON_TABLE(:rows, '$[*]' COLUMNS ({', '.join(columns)})) AS r"
+        unpacked = [f"r.c{i}" for i in range(len(varying))]
     else:
         source = "json_each(:rows)"
         unpacked = [f"json_extract(value, '$[{i}]')" for i in range(len(varying))]
