@@ -906,3 +906,22 @@ def test_an_enqueue_on_a_connection_the_server_dropped_fails_once_then_reconnect
     assert app.enqueue("hello", {"name": "after"}) > 0
     assert app.engine.pool.checkedin() == 1
     assert count(app.engine) == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////nonexistent-tickrun-dir/tasks.db",
+        "postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+        "mysql+pymysql://root@127.0.0.1:1/nowhere",
+    ],
+)
+@pytest.mark.parametrize("key", [None, "k"])
+def test_an_enqueue_that_cannot_connect_raises_sqlalchemys_error(url: str, key: str | None) -> None:
+    app = App(database_url=url)
+
+    @app.task
+    def hello(name: str) -> None: ...
+
+    with pytest.raises(DBAPIError):
+        app.enqueue("hello", {"name": "x"}, key=key)

@@ -83,9 +83,13 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
     transaction.
     """
     backend = kind(engine)
+    dbapi_error = engine.dialect.loaded_dbapi.Error
     sql, processors = _insert_one_plan(engine.dialect, table, tuple(row))
     params = tuple(p(v) if p else v for p, v in zip(processors, row.values(), strict=True))
-    raw = engine.raw_connection()
+    try:
+        raw = engine.raw_connection()
+    except dbapi_error as exc:  # raw_connection() leaves a failed connect unwrapped
+        raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
     driver = raw.driver_connection
     cursor = None
     try:
@@ -105,7 +109,7 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
         new_id = cursor.lastrowid
         raw.commit()
         return new_id
-    except engine.dialect.loaded_dbapi.Error as exc:
+    except dbapi_error as exc:
         lost = engine.dialect.is_disconnect(exc, driver, cursor)
         if lost:
             # As SQLAlchemy does: the server dropped us, so it dropped the pool's other
@@ -113,7 +117,7 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
             raw.invalidate(exc)
             engine.dispose()
         raise DBAPIError.instance(
-            sql, params, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost
+            sql, params, exc, dbapi_error, connection_invalidated=lost
         ) from exc
     finally:
         raw.close()
