@@ -651,23 +651,36 @@ def test_a_password_is_never_printed_by_a_working_database(
 def test_only_the_tickrun_program_freezes_its_heap_before_exiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The program skips the interpreter's shutdown collections; a caller of main(argv)
+    """The program skips the interpreter's shutdown collections; a caller of main()
     (a test, an embedding application) keeps a collector that sees its whole heap."""
     import gc
 
-    from tickrun.cli import main
-
-    gc.unfreeze()
-    with pytest.raises(SystemExit) as done:
-        main(["--version"])
-    assert done.value.code == 0
-    assert gc.get_freeze_count() == 0
+    from tickrun.cli import console, main
 
     monkeypatch.setattr(sys, "argv", ["tickrun", "--version"])
+    gc.unfreeze()
+    for entry in (lambda: main(["--version"]), main):
+        with pytest.raises(SystemExit) as done:
+            entry()
+        assert done.value.code == 0
+        assert gc.get_freeze_count() == 0
     try:
         with pytest.raises(SystemExit) as done:
-            main()
+            console()
         assert done.value.code == 0
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_program_closes_its_connections_before_exiting(proj: Project) -> None:
+    """Closed, not dropped at exit: the last connection to a SQLite file checkpoints the WAL
+    into the database file and removes it."""
+    open_engine(proj.url).dispose()  # the test's own connection would keep the WAL open
+    wal = proj.dir / "tickrun.db-wal"
+    for args in (["enqueue", "hello", "--payload", '{"name": "a"}'], ["run"], ["due"]):
+        result = proj(*args)
+        assert result.returncode == 0, result.stderr
+        assert not wal.exists(), args
+    with sqlite3.connect(proj.dir / "tickrun.db") as conn:
+        assert conn.execute("SELECT status FROM tickrun_tasks").fetchall() == [("succeeded",)]

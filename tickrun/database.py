@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import cache
 
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
@@ -38,9 +37,13 @@ def sqlite_path(url: str) -> str | None:
     return parsed.database
 
 
-@cache
+_engines: dict[str, Engine] = {}
+
+
 def open_engine(url: str) -> Engine:
     """One engine per URL per process; configured for durable, lock-safe use."""
+    if url in _engines:
+        return _engines[url]
     try:
         engine = create_engine(url, **dialects.engine_options(url))
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
@@ -49,7 +52,15 @@ def open_engine(url: str) -> Engine:
         hint = " (pip install 'tickrun[postgres]' or 'tickrun[mysql]')"
         raise ConfigError(f"database driver missing for {mask_url(url)}: {exc}{hint}") from None
     dialects.configure(engine)
+    _engines[url] = engine
     return engine
+
+
+def close_engines() -> None:
+    """Close every pooled connection this process opened, as a program does before it exits:
+    servers see a clean goodbye, and SQLite checkpoints and removes its WAL file."""
+    for engine in _engines.values():
+        engine.dispose()
 
 
 def check_exists(url: str) -> None:
