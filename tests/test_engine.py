@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from tickrun import App, Fail, PayloadError, Retry, TaskContext, UnknownTask, store
+from tickrun import App, Fail, PayloadError, Retry, TaskContext, UnknownTask, dialects, store
 from tickrun.execution import MAX_TEXT_BYTES
 from tickrun.runner import Runner, RunOptions, RunSummary
 from tickrun.schema import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, attempts, runs, tasks
@@ -925,3 +925,55 @@ def test_an_enqueue_that_cannot_connect_raises_sqlalchemys_error(url: str, key: 
 
     with pytest.raises(DBAPIError):
         app.enqueue("hello", {"name": "x"}, key=key)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql", "mysql"], indirect=True)
+@pytest.mark.parametrize("column, bad", [("name", "n" * 201), ("priority", 2**31)])
+def test_a_bulk_insert_refuses_a_value_its_column_cannot_hold(
+    db_url: str, column: str, bad: Any
+) -> None:
+    """As a single insert would: never truncated or clamped (SQLite has no such limits)."""
+    app = simple_app(db_url)
+    with freeze_time(T0):
+        rows = [app.task_row("hello", {"name": str(i)}) for i in range(3)]
+    rows[1][column] = bad
+    with pytest.raises(DBAPIError), app.engine.begin() as conn:
+        dialects.insert_many(conn, tasks, rows)
+    assert count(app.engine) == 0
+
+
+def test_a_bulk_enqueue_larger_than_one_statement_is_split_in_one_transaction(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = simple_app(db_url)
+    monkeypatch.setattr(dialects, "BULK_DOCUMENT_BYTES", 500)
+    items = [("hello", {"name": f"{i:03d} " + "x" * 40}) for i in range(60)]
+    documents: list[int] = []
+
+    def count_documents(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("INSERT INTO"):
+            documents.append(len(str(params)))
+
+    event.listen(app.engine, "before_cursor_execute", count_documents)
+    try:
+        ids = app.enqueue_many(items)
+    finally:
+        event.remove(app.engine, "before_cursor_execute", count_documents)
+    assert len(documents) > 5 and max(documents) < 1000
+    assert len(set(ids)) == 60
+    assert [json.loads(row(app.engine, i).payload) for i in ids] == [p for _, p in items]
+    with app.engine.connect() as conn:
+        trans = conn.begin()
+        app.enqueue_many(items, connection=conn)
+        trans.rollback()
+    assert count(app.engine) == 60
+
+
+@pytest.mark.parametrize("db_url", ["mysql"], indirect=True)
+def test_a_bulk_enqueue_larger_than_the_servers_packet_limit_goes_in(db_url: str) -> None:
+    app = simple_app(db_url)
+    with app.engine.connect() as conn:
+        limit = conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one()
+    n = limit // 8000 + 10
+    ids = app.enqueue_many([("hello", {"name": f"{i} " + "x" * 8000}) for i in range(n)])
+    assert len(set(ids)) == n == count(app.engine)

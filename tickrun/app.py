@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")  # the queue column is 100 wide
+_INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -184,8 +186,14 @@ class App:
         problems = []
         if not _NAME.match(name):
             problems.append("name must be 1-200 letters, digits or _ . : -")
-        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-            problems.append(f"max_attempts must be an integer >= 1, not {max_attempts!r}")
+        if (
+            not isinstance(max_attempts, int)
+            or isinstance(max_attempts, bool)
+            or not 1 <= max_attempts <= _INT32_MAX
+        ):
+            problems.append(
+                f"max_attempts must be an integer from 1 to {_INT32_MAX}, not {max_attempts!r}"
+            )
         # Non-finite values would overflow the lease expiry or the child's wait mid-run.
         if timeout is not None and not (
             isinstance(timeout, int | float) and 0 < timeout < math.inf
@@ -193,8 +201,8 @@ class App:
             problems.append(f"timeout must be a number of seconds > 0, not {timeout!r}")
         if not (isinstance(lease, int | float) and 1 <= lease < math.inf):
             problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
-        if not isinstance(queue, str) or not _NAME.match(queue):
-            problems.append(f"queue must be a short name, not {queue!r}")
+        if not isinstance(queue, str) or not _QUEUE.match(queue):
+            problems.append(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
         if not _is_priority(priority):
             problems.append(f"priority must be a 32-bit integer, not {priority!r}")
         if problems:
@@ -331,8 +339,8 @@ class App:
             raise UsageError("key must be a string of 1 to 255 characters")
         if priority is not None and not _is_priority(priority):
             raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
-        if queue is not None and not (isinstance(queue, str) and _NAME.match(queue)):
-            raise UsageError(f"queue must be a short name, not {queue!r}")
+        if queue is not None and not (isinstance(queue, str) and _QUEUE.match(queue)):
+            raise UsageError(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
         now = now or clock.now()
         when = _when(now, delay, run_at)
         return {

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -235,32 +235,68 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
     shared = [c for c in first if all(row[c] == first[c] for row in rows)]
     varying = [c for c in first if c not in shared]
     plan = [(c, table.c[c].type.bind_processor(conn.dialect)) for c in varying]
-    document = json.dumps(
-        [[p(row[c]) if p else row[c] for c, p in plan] for row in rows],
-        separators=(",", ":"),
-    )
+    values = [[p(row[c]) if p else row[c] for c, p in plan] for row in rows]
     quote = conn.dialect.identifier_preparer.quote
-    types = [table.c[c].type.compile(dialect=conn.dialect) for c in varying]
+    # Values are unpacked as text (strings) or as the column's type (the rest), and the
+    # INSERT converts them into the column: a value too long or out of range then fails as a
+    # single enqueue's would, where a cast to VARCHAR(n) or a JSON_TABLE column of the
+    # column's type would truncate or clamp it with a mere warning.
+    types = [
+        "TEXT" if table.c[c].type.python_type is str else table.c[c].type.compile(conn.dialect)
+        for c in varying
+    ]
+    # Rows are inserted in the order given, so their ids ascend in that order (claims take
+    # equal tasks by id).
     if backend == "postgresql":
-        source = "json_array_elements(CAST(:rows AS json)) AS r(v)"
+        source = "json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS r(v, n)"
         unpacked = [f"CAST(v->>{i} AS {type_})" for i, type_ in enumerate(types)]
+        order = "n"
     elif backend == "mysql":
-        # JSON_TABLE needs one column even when nothing varies: the row number.
         columns = ["n FOR ORDINALITY"]
-        columns += [f"c{i} {type_} PATH '$[{i}]'" for i, type_ in enumerate(types)]
+        columns += [f"c{i} LONGTEXT PATH '$[{i}]'" for i in range(len(varying))]
         source = f"JSON_TABLE(:rows, '$[*]' COLUMNS ({', '.join(columns)})) AS r"
         unpacked = [f"r.c{i}" for i in range(len(varying))]
+        order = "r.n"
     else:
         source = "json_each(:rows)"
         unpacked = [f"json_extract(value, '$[{i}]')" for i in range(len(varying))]
+        order = "key"
     stmt = text(
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in shared + varying)}) "
         f"SELECT {', '.join([f':s{i}' for i in range(len(shared))] + unpacked)} "
-        f"FROM {source} RETURNING {quote(table.primary_key.columns[0].name)}"
+        f"FROM {source} ORDER BY {order} "
+        f"RETURNING {quote(table.primary_key.columns[0].name)}"
     ).bindparams(
         *(bindparam(f"s{i}", first[c], type_=table.c[c].type) for i, c in enumerate(shared))
     )
-    return list(conn.execute(stmt, {"rows": document}).scalars())
+    return [
+        new_id
+        for document in _json_documents(values)
+        for new_id in conn.execute(stmt, {"rows": document}).scalars()
+    ]
+
+
+# Each statement's JSON document stays under this many bytes, well under the smallest
+# statement a server takes by default (MariaDB's max_allowed_packet: 16 MiB).
+BULK_DOCUMENT_BYTES = 4 * 1024 * 1024
+
+
+def _json_documents(rows: list[list[Any]]) -> Iterator[str]:
+    """``rows`` as JSON arrays of at most BULK_DOCUMENT_BYTES each (one row may exceed it)."""
+    document = json.dumps(rows, separators=(",", ":"))
+    if len(document) <= BULK_DOCUMENT_BYTES:  # ASCII (ensure_ascii): characters are bytes
+        yield document
+        return
+    chunk: list[str] = []
+    size = 2
+    for row in rows:
+        text = json.dumps(row, separators=(",", ":"))
+        if chunk and size + len(text) > BULK_DOCUMENT_BYTES:
+            yield "[" + ",".join(chunk) + "]"
+            chunk, size = [], 2
+        chunk.append(text)
+        size += len(text) + 1
+    yield "[" + ",".join(chunk) + "]"
 
 
 def existing_key_id(conn: Connection, table: Table, key: str) -> int:
