@@ -977,3 +977,44 @@ def test_a_bulk_enqueue_larger_than_the_servers_packet_limit_goes_in(db_url: str
     n = limit // 8000 + 10
     ids = app.enqueue_many([("hello", {"name": f"{i} " + "x" * 8000}) for i in range(n)])
     assert len(set(ids)) == n == count(app.engine)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_enqueue_interrupted_mid_statement_keeps_its_exception_and_the_pool_transactional(
+    db_url: str,
+) -> None:
+    """A signal handler raising while the INSERT waits (here on a table lock) must surface as
+    itself, and the autocommit connection it interrupted must not return to the pool."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_: Any) -> None:
+        raise Interrupted
+
+    app = simple_app(db_url)
+    app.enqueue("hello", {"name": "before"})
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with _admin(db_url).connect() as locker:
+            locker.exec_driver_sql("BEGIN")
+            locker.exec_driver_sql("LOCK TABLE tickrun_tasks IN ACCESS EXCLUSIVE MODE")
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(Interrupted):
+                app.enqueue("hello", {"name": "interrupted"})
+            locker.exec_driver_sql("ROLLBACK")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    for _ in range(3):  # whichever pooled connection a transaction gets, it is transactional
+        with app.engine.connect() as conn:
+            trans = conn.begin()
+            app.enqueue("hello", {"name": "rolled back"}, connection=conn)
+            trans.rollback()
+    with app.engine.connect() as conn:
+        payloads = conn.execute(select(tasks.c.payload)).scalars().all()
+    # The interrupted INSERT may still have run once the lock was gone (like a request whose
+    # answer was lost), but nothing rolled back may be there.
+    assert '{"name":"before"}' in payloads
+    assert '{"name":"rolled back"}' not in payloads

@@ -102,7 +102,12 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
                 cursor.execute(sql, params)
                 return cursor.fetchone()[0]
             finally:
-                driver.autocommit = False
+                try:
+                    driver.autocommit = False
+                except dbapi_error:
+                    # Interrupted mid-statement (a signal, a timeout), or broken: never let
+                    # the pool hand it out in autocommit, where transactions stop being atomic.
+                    raw.invalidate()
         if backend == "sqlite":
             cursor.execute("BEGIN IMMEDIATE")  # see configure(): take the write lock up front
         cursor.execute(sql, params)
