@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import threading
+import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -899,8 +901,10 @@ def test_an_enqueue_on_a_connection_the_server_dropped_fails_once_then_reconnect
             ).scalars()
             for connection_id in ids.all():
                 admin.exec_driver_sql(f"KILL CONNECTION {connection_id}")
-    with pytest.raises(DBAPIError) as failed:
-        app.enqueue("hello", {"name": "lost"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Can't invalidate an already-closed connection"
+        with pytest.raises(DBAPIError) as failed:
+            app.enqueue("hello", {"name": "lost"})
     assert failed.value.connection_invalidated is True
     # The dead connection left the pool, and so did any other connection of that server.
     assert app.enqueue("hello", {"name": "after"}) > 0
@@ -1018,3 +1022,20 @@ def test_an_enqueue_interrupted_mid_statement_keeps_its_exception_and_the_pool_t
     # answer was lost), but nothing rolled back may be there.
     assert '{"name":"before"}' in payloads
     assert '{"name":"rolled back"}' not in payloads
+
+
+def test_a_bulk_enqueue_split_in_several_statements_is_all_or_nothing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = simple_app(db_url)
+    monkeypatch.setattr(dialects, "BULK_DOCUMENT_BYTES", 200)
+    split = dialects._json_documents
+
+    def last_one_refused(rows: list[list[Any]]) -> Iterator[str]:
+        yield from split(rows)
+        yield "[[]]"  # a row without its payload: NOT NULL refuses it
+
+    monkeypatch.setattr(dialects, "_json_documents", last_one_refused)
+    with pytest.raises(DBAPIError):
+        app.enqueue_many([("hello", {"name": f"{i:03d} " + "x" * 40}) for i in range(20)])
+    assert count(app.engine) == 0

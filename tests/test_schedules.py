@@ -416,3 +416,16 @@ def test_runs_every_five_minutes_through_a_dst_day(
         assert len(fired) == count, expr
         window = (start - timedelta(seconds=1), end - timedelta(seconds=1))
         assert fired == cron.fire_times(expr, tz, *window), expr
+
+
+def test_a_schedule_name_must_fit_its_column() -> None:
+    from tickrun.errors import ScheduleError
+
+    app = App()
+
+    @app.task
+    def nightly() -> None: ...
+
+    with pytest.raises(ScheduleError, match="1 to 200 characters"):
+        app.schedule("0 3 * * *", task="nightly", name="n" * 201)
+    app.schedule("0 3 * * *", task="nightly", name="n" * 200)

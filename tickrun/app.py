@@ -277,7 +277,8 @@ class App:
         values = self.task_row(task, payload, **options)
         if connection is None and values["key"] is None:
             return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
-        return Enqueued(*self._in_transaction(connection, lambda c: store.insert_task(c, values)))
+        insert = lambda c: store.insert_task(c, values)  # noqa: E731
+        return Enqueued(*self._in_transaction(connection, insert, one_statement=True))
 
     def enqueue_many(
         self, items: Iterable[tuple[str, Mapping[str, Any] | None]], *, connection: Any = None
@@ -298,13 +299,16 @@ class App:
             self._in_transaction(connection, lambda c: dialects.insert_many(c, tasks, rows))
         )
 
-    def _in_transaction(self, connection: Any, work: Callable[[Connection], T]) -> T:
-        """``work`` in the caller's transaction when given one, else in a transaction of ours."""
+    def _in_transaction(
+        self, connection: Any, work: Callable[[Connection], T], *, one_statement: bool = False
+    ) -> T:
+        """``work`` in the caller's transaction when given one, else in a transaction of ours
+        (or, for ``one_statement`` work, as autocommit statements where that is faster)."""
         if connection is not None:
             return work(_as_connection(connection))
         from tickrun import dialects
 
-        autocommit = dialects.autocommit_enqueue(self.engine)
+        autocommit = dialects.autocommit_enqueue(self.engine) if one_statement else None
         if autocommit is not None:
             with autocommit.connect() as conn:
                 return work(conn)

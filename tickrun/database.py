@@ -52,14 +52,16 @@ def open_engine(url: str) -> Engine:
         hint = " (pip install 'tickrun[postgres]' or 'tickrun[mysql]')"
         raise ConfigError(f"database driver missing for {mask_url(url)}: {exc}{hint}") from None
     dialects.configure(engine)
-    _engines[url] = engine
-    return engine
+    kept = _engines.setdefault(url, engine)  # another thread may have opened it meanwhile
+    if kept is not engine:
+        engine.dispose()
+    return kept
 
 
 def close_engines() -> None:
     """Close every pooled connection this process opened, as a program does before it exits:
     servers see a clean goodbye, and SQLite checkpoints and removes its WAL file."""
-    for engine in _engines.values():
+    for engine in list(_engines.values()):
         engine.dispose()
 
 

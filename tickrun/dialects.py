@@ -14,9 +14,21 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, bindparam, event, insert, select, text
+from sqlalchemy import (
+    Engine,
+    Select,
+    String,
+    Table,
+    TypeDecorator,
+    bindparam,
+    event,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.types import TypeEngine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -119,7 +131,8 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
         if lost:
             # As SQLAlchemy does: the server dropped us, so it dropped the pool's other
             # connections too; start afresh instead of failing once per pooled connection.
-            raw.invalidate(exc)
+            if raw.is_valid:  # the autocommit restore above may have invalidated it already
+                raw.invalidate(exc)
             engine.dispose()
         raise DBAPIError.instance(
             sql, params, exc, dbapi_error, connection_invalidated=lost
@@ -242,17 +255,17 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
     plan = [(c, table.c[c].type.bind_processor(conn.dialect)) for c in varying]
     values = [[p(row[c]) if p else row[c] for c, p in plan] for row in rows]
     quote = conn.dialect.identifier_preparer.quote
-    # Values are unpacked as text (strings) or as the column's type (the rest), and the
-    # INSERT converts them into the column: a value too long or out of range then fails as a
-    # single enqueue's would, where a cast to VARCHAR(n) or a JSON_TABLE column of the
-    # column's type would truncate or clamp it with a mere warning.
-    types = [
-        "TEXT" if table.c[c].type.python_type is str else table.c[c].type.compile(conn.dialect)
-        for c in varying
-    ]
-    # Rows are inserted in the order given, so their ids ascend in that order (claims take
-    # equal tasks by id).
+    # Values are unpacked as text (PostgreSQL: strings as TEXT, the rest as the column's
+    # type; MariaDB: all as LONGTEXT), and the INSERT converts them into the column: a value
+    # too long or out of range then fails as a single enqueue's would (on MariaDB in strict
+    # mode, its default), where a cast to VARCHAR(n) or a JSON_TABLE column of the column's
+    # type would truncate or clamp it with a mere warning. Rows are inserted in the order
+    # given, so their ids ascend in that order (claims take equal tasks by id).
     if backend == "postgresql":
+        types = [
+            "TEXT" if _is_text(table.c[c].type) else table.c[c].type.compile(conn.dialect)
+            for c in varying
+        ]
         source = "json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS r(v, n)"
         unpacked = [f"CAST(v->>{i} AS {type_})" for i, type_ in enumerate(types)]
         order = "n"
@@ -279,6 +292,12 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
         for document in _json_documents(values)
         for new_id in conn.execute(stmt, {"rows": document}).scalars()
     ]
+
+
+def _is_text(type_: TypeEngine[Any]) -> bool:
+    while isinstance(type_, TypeDecorator):
+        type_ = type_.impl  # an instance on SQLAlchemy 2.0 and 2.1
+    return isinstance(type_, String)
 
 
 # Each statement's JSON document stays under this many bytes, well under the smallest

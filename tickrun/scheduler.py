@@ -54,6 +54,8 @@ def make_spec(
     def fail(problem: str) -> ScheduleError:
         return ScheduleError(f"schedule {name!r}: {problem}")
 
+    if not isinstance(name, str) or not 0 < len(name) <= 200:  # the width of its column
+        raise fail("name must be a string of 1 to 200 characters")
     if name in app.schedules:
         raise fail("a schedule with this name is already registered")
     if not isinstance(expr, str) or not isinstance(tz, str):

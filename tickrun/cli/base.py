@@ -158,10 +158,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def console() -> None:
     """The ``tickrun`` program: :func:`main`, then a quick exit."""
-    code = _invoke(None)
-    database = sys.modules.get("tickrun.database")  # not imported: no connection was opened
-    if database is not None:
-        database.close_engines()
+    try:
+        code = _invoke(None)
+    finally:
+        database = sys.modules.get("tickrun.database")  # not imported: nothing was opened
+        if database is not None:
+            database.close_engines()
     # Objects frozen out of the collector's reach spare the interpreter's shutdown its full
     # passes over the heap: about 40 ms of every cron tick with SQLAlchemy and psycopg loaded
     # (bench W5). Connections were closed above, so nothing is left for the collector to do.
