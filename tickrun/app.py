@@ -278,7 +278,7 @@ class App:
         if connection is None and values["key"] is None:
             return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
         insert = lambda c: store.insert_task(c, values)  # noqa: E731
-        return Enqueued(*self._in_transaction(connection, insert, one_statement=True))
+        return Enqueued(*self._in_transaction(connection, insert, needs_transaction=False))
 
     def enqueue_many(
         self, items: Iterable[tuple[str, Mapping[str, Any] | None]], *, connection: Any = None
@@ -300,15 +300,16 @@ class App:
         )
 
     def _in_transaction(
-        self, connection: Any, work: Callable[[Connection], T], *, one_statement: bool = False
+        self, connection: Any, work: Callable[[Connection], T], *, needs_transaction: bool = True
     ) -> T:
-        """``work`` in the caller's transaction when given one, else in a transaction of ours
-        (or, for ``one_statement`` work, as autocommit statements where that is faster)."""
+        """``work`` in the caller's transaction when given one, else in a transaction of ours;
+        work whose statements each stand alone may run them in autocommit where that is
+        faster."""
         if connection is not None:
             return work(_as_connection(connection))
         from tickrun import dialects
 
-        autocommit = dialects.autocommit_enqueue(self.engine) if one_statement else None
+        autocommit = None if needs_transaction else dialects.autocommit_enqueue(self.engine)
         if autocommit is not None:
             with autocommit.connect() as conn:
                 return work(conn)
