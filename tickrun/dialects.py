@@ -73,9 +73,10 @@ def configure(engine: Engine) -> None:
 def autocommit_enqueue(engine: Engine) -> Engine | None:
     """An engine whose statements commit on their own, where that makes enqueues faster.
 
-    An enqueue is one atomic statement (an INSERT, or an INSERT ... ON CONFLICT and a read);
-    on PostgreSQL running it without BEGIN/COMMIT saves two of three round trips (measured
-    here: 1,960 vs 1,040 commits/s). SQLite needs its IMMEDIATE transactions and MariaDB its
+    An enqueue with a key is an INSERT ... ON CONFLICT and, for a taken key, a read: each
+    stands alone, and on PostgreSQL running them without BEGIN/COMMIT saves two of three
+    round trips (measured here: 1,960 vs 1,040 commits/s). Keyless enqueues get the same
+    from insert_one. SQLite needs its IMMEDIATE transactions and MariaDB its
     savepoint, so they keep explicit transactions.
     """
     if kind(engine) != "postgresql":
@@ -239,7 +240,8 @@ def _insert_or_nothing(backend: str, table: Table, unique: str) -> Any:
 
 
 def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert rows with the same columns in one statement; their ids.
+    """Insert rows with the same columns, one statement per BULK_DOCUMENT_BYTES of JSON, in
+    the caller's transaction; their ids, in the rows' order.
 
     Values every row shares are bound once; the others travel as one JSON array of rows that
     the database's own JSON functions unpack in C. Binding 13 columns per row (SQLite,
