@@ -26,6 +26,9 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy import inspect as inspect_db
+from sqlalchemy import table as lightweight_table
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import TypeEngine
@@ -68,6 +71,44 @@ def configure(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def rebuild_sqlite_table(conn: Connection, table: Table) -> None:
+    """Re-create an SQLite ``table`` from its current definition, keeping every row and id.
+
+    SQLite cannot add AUTOINCREMENT (or most constraints) to an existing table; this is its
+    documented procedure: a new table, the rows copied, the old one dropped. Inside the
+    caller's transaction, so a failure leaves the old table as it was.
+    """
+    old_name = f"{table.name}_old"
+    for index in inspect_db(conn).get_indexes(table.name):  # the new table's indexes take the names
+        conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
+    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{old_name}"')
+    table.create(conn)
+    stored = [c for c in table.columns if c.computed is None]
+    old = lightweight_table(old_name, *(sql_column(c.name) for c in stored))
+    conn.execute(insert(table).from_select([c.name for c in stored], select(*old.c)))
+    conn.exec_driver_sql(f'DROP TABLE "{old_name}"')
+
+
+def raise_sqlite_sequence(conn: Connection, table: Table, floor: Select[Any]) -> None:
+    """Make the next AUTOINCREMENT id of ``table`` exceed the value ``floor`` selects."""
+    value = conn.execute(floor).scalar()
+    if value is None:
+        return
+    seq = conn.execute(
+        text("SELECT seq FROM sqlite_sequence WHERE name = :name"), {"name": table.name}
+    ).scalar()
+    if seq is None:
+        conn.execute(
+            text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :seq)"),
+            {"name": table.name, "seq": value},
+        )
+    elif seq < value:
+        conn.execute(
+            text("UPDATE sqlite_sequence SET seq = :seq WHERE name = :name"),
+            {"name": table.name, "seq": value},
+        )
 
 
 def autocommit_enqueue(engine: Engine) -> Engine | None:

@@ -10,15 +10,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from tickrun import dialects
-from tickrun.schema import SCHEMA_VERSION, apply_ddl_options, meta, metadata
+from tickrun.schema import SCHEMA_VERSION, apply_ddl_options, attempts, meta, metadata, runs, tasks
+
+
+def _ids_never_reused(conn: Connection) -> None:
+    """Version 2: task and run ids are never issued twice (AUTOINCREMENT on SQLite).
+
+    Ids of rows deleted before the upgrade are unknown to the database; the task ids still
+    named by attempt rows count as issued too, so the next id is above both.
+    """
+    if dialects.kind(conn) != "sqlite":
+        return  # sequences (PostgreSQL) and AUTO_INCREMENT (MariaDB) never went back
+    for table in (tasks, runs):
+        dialects.rebuild_sqlite_table(conn, table)
+    dialects.raise_sqlite_sequence(conn, tasks, select(func.max(attempts.c.task_id)))
+
 
 # version reached -> the step that upgrades the previous version to it, in place.
-UPGRADES: dict[int, Callable[[Connection], None]] = {}
+UPGRADES: dict[int, Callable[[Connection], None]] = {2: _ids_never_reused}
 
 
 def init_schema(engine: Engine, attempts: int = 5) -> tuple[int | None, int]:

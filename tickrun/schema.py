@@ -37,7 +37,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+# 2: SQLite tables whose ids users see (tasks, runs) are AUTOINCREMENT, so ids are never reused.
+SCHEMA_VERSION = 2
 
 PENDING, RUNNING, RETRYING = "pending", "running", "retrying"
 SUCCEEDED, DEAD, CANCELLED = "succeeded", "dead", "cancelled"
@@ -248,5 +249,11 @@ def apply_ddl_options() -> None:
     for table in metadata.tables.values():
         table.dialect_kwargs["mysql_charset"] = "utf8mb4"
         table.dialect_kwargs["mysql_engine"] = "InnoDB"
+    # Without AUTOINCREMENT SQLite hands out max(rowid) + 1, so deleting the newest tasks
+    # (prune, dlq purge) would give their ids to the next ones: a task id passed to a payment
+    # API as an idempotency key would then skip a charge. PostgreSQL's sequences and
+    # MariaDB's AUTO_INCREMENT (kept across restarts since 10.2.4) never go back.
+    for table in (tasks, runs):
+        table.dialect_kwargs["sqlite_autoincrement"] = True
     claim_index.dialect_kwargs["postgresql_where"] = tasks.c.claimable_at.isnot(None)
     claim_index.dialect_kwargs["sqlite_where"] = tasks.c.claimable_at.isnot(None)
