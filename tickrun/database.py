@@ -75,16 +75,19 @@ def check_exists(url: str) -> None:
 def schema_version(engine: Engine) -> int | None:
     """The stored schema version, or None when there is no tickrun schema."""
     stmt = select(meta.c.value).where(meta.c.name == "schema_version")
-    try:
-        with engine.connect() as conn:
+    # A failed connect raises from here, once: a database that does not answer costs one
+    # connect timeout, not one per question.
+    with engine.connect() as conn:
+        try:
             value = conn.execute(stmt).scalar()
-    except (OperationalError, ProgrammingError):
-        # Checked only on failure: inspecting first would cost every cron tick a query.
-        from sqlalchemy import inspect
+        except (OperationalError, ProgrammingError):
+            # Checked only on failure: inspecting first would cost every cron tick a query.
+            from sqlalchemy import inspect
 
-        if inspect(engine).has_table(meta.name):
-            raise
-        return None
+            conn.rollback()
+            if inspect(conn).has_table(meta.name):
+                raise
+            return None
     return None if value is None else int(value)
 
 

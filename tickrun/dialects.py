@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
@@ -42,15 +42,47 @@ def kind(bind: Engine | Connection) -> str:
     return "mysql" if name == "mariadb" else name
 
 
+# How long a run can hang on a database that stopped answering (a host cut off, a server
+# gone): a connect gives up after CONNECT_TIMEOUT; on PostgreSQL a request the server never
+# acknowledged fails after TCP_USER_TIMEOUT_MS, and a reply that never comes after the
+# keepalive probes (idle 5 s, then 3 probes 2 s apart: 11 s). No statement_timeout: the
+# server enforces it, which does not help a host it cannot reach, and PgBouncer refuses
+# the startup `options` that would carry it. A value given in the URL's query wins.
+CONNECT_TIMEOUT = 10
+POSTGRES_LINK_OPTIONS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+# PyMySQL has no keepalive setting: a read or write that waits longer than this fails.
+MYSQL_LINK_OPTIONS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "read_timeout": 60,
+    "write_timeout": 60,
+}
+
+
 def engine_options(url: str) -> dict[str, Any]:
-    backend = make_url(url).get_backend_name()
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
     if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     if backend == "postgresql":
-        return {"connect_args": {"connect_timeout": 10}}
+        return {"connect_args": _unless_in_url(parsed.query, POSTGRES_LINK_OPTIONS)}
     if backend in ("mysql", "mariadb"):
-        return {"isolation_level": "READ COMMITTED", "connect_args": {"connect_timeout": 10}}
+        return {
+            "isolation_level": "READ COMMITTED",
+            "connect_args": _unless_in_url(parsed.query, MYSQL_LINK_OPTIONS),
+        }
     return {}
+
+
+def _unless_in_url(query: Mapping[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    # SQLAlchemy lets connect_args override the URL's query; the user's own value must win.
+    return {name: value for name, value in defaults.items() if name not in query}
 
 
 def configure(engine: Engine) -> None:

@@ -47,6 +47,12 @@ class DatabaseError(TickrunError):
     exit_code = 3
 
 
+class LeaseLost(Exception):  # noqa: N818 - named for what happened, like Retry and Fail
+    """Raised by ``TaskContext.check()`` once the run gave up the task's lease: it could not
+    reach the database to renew it in time, and another run may take the task over. Stop
+    the work; the attempt is over and the task will run again."""
+
+
 class Retry(Exception):  # noqa: N818 - the contract names it
     """Raised by a handler to ask for another attempt, after ``delay`` seconds if given.
 

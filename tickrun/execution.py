@@ -13,12 +13,13 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback as tb
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tickrun.errors import Fail, Retry
+from tickrun.errors import Fail, LeaseLost, Retry
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection as Pipe
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from tickrun.app import TaskSpec
 
 MAX_TEXT_BYTES = 64 * 1024
+LEASE_POLL = 0.1  # seconds between looks at the lease while a child process works
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,19 @@ class TaskContext:
     key: str | None
     scheduled_for: datetime | None
     logger: logging.LoggerAdapter[logging.Logger]
+    _lost: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def lease_lost(self) -> bool:
+        """True once the run gave up this task's lease (it could not renew it in time): another
+        run may take the task over, so the handler should stop. Never true in a child process
+        (``timeout=``): the run kills that process instead."""
+        return self._lost.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` once the lease is lost; call it between steps of long work."""
+        if self._lost.is_set():
+            raise LeaseLost(f"task {self.task_id}: the run lost its lease; stop, it will run again")
 
 
 @dataclass(frozen=True)
@@ -109,11 +124,21 @@ def make_context(
     max_attempts: int,
     key: str | None,
     scheduled_for: datetime | None,
+    lost: threading.Event | None = None,
 ) -> TaskContext:
     logger = logging.LoggerAdapter(
         logging.getLogger(f"tickrun.task.{spec.name}"), {"task_id": task_id, "attempt": attempt}
     )
-    return TaskContext(task_id, spec.name, attempt, max_attempts, key, scheduled_for, logger)
+    return TaskContext(
+        task_id,
+        spec.name,
+        attempt,
+        max_attempts,
+        key,
+        scheduled_for,
+        logger,
+        lost if lost is not None else threading.Event(),
+    )
 
 
 class ChildPool:
@@ -145,11 +170,19 @@ class ChildPool:
         except OSError:
             self._kill(proc, conn)
             return Result("error", error=f"worker process died (exit code {proc.exitcode})")
-        if not conn.poll(timeout):
-            self._kill(proc, conn)
-            return Result(
-                "timeout", error=f"timeout: the attempt ran over {timeout:g}s and was stopped"
-            )
+        # In slices, so a lost lease stops the child within a tenth of a second.
+        deadline = time.monotonic() + timeout
+        while not conn.poll(min(LEASE_POLL, max(0.0, deadline - time.monotonic()))):
+            if ctx.lease_lost:
+                self._kill(proc, conn)
+                return Result(
+                    "error", error="lease lost: the run could not renew the lease; stopped"
+                )
+            if time.monotonic() >= deadline:
+                self._kill(proc, conn)
+                return Result(
+                    "timeout", error=f"timeout: the attempt ran over {timeout:g}s and was stopped"
+                )
         try:
             answer = json.loads(conn.recv_bytes())
         except (EOFError, OSError):

@@ -26,7 +26,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tickrun import clock, store
 from tickrun.database import describe_db_error
+from tickrun.errors import DatabaseError
 from tickrun.execution import ChildPool, Result, describe, invoke, make_context
+from tickrun.leases import LeaseGuard
 from tickrun.schema import DEAD, RETRYING, SUCCEEDED
 
 if TYPE_CHECKING:
@@ -51,6 +53,9 @@ class RunOptions:
     batch_size: int = 500  # at most this many tasks claimed ahead, or recorded, per round trip
     flush_after: float = 0.05  # seconds an outcome may wait to share a commit with others
     prefetch_seconds: float = 0.25  # claim ahead about this much work per worker
+    # Leave the process when a lost lease's handler may still run as the lease expires (see
+    # tickrun.leases): right for the tickrun program, never for a caller's own process.
+    exit_on_lease_loss: bool = False
 
 
 @dataclass
@@ -105,6 +110,7 @@ class Runner:
         self._held: dict[int, store.Claimed] = {}
         self._signals = 0
         self._children: ChildPool | None = None
+        self._guard = LeaseGuard(exit_process=options.exit_on_lease_loss)
         self._mean_duration: float | None = None  # of recent attempts, seconds (moving average)
 
     # -- the loop -----------------------------------------------------------------------
@@ -126,6 +132,7 @@ class Runner:
                 now=clock.now(),
             )
             self.summary.scheduled = self._enqueue_schedules()
+            self._guard.start()
             for thread in threads:
                 thread.start()
             self._loop(began)
@@ -136,6 +143,7 @@ class Runner:
                 self._jobs.put(None)
             if self._children is not None:
                 self._children.close()
+            self._guard.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         self.summary.elapsed = time.monotonic() - began
@@ -144,6 +152,11 @@ class Runner:
             raise describe_db_error(
                 failure, self.engine.url.render_as_string(hide_password=False)
             ) from None
+        if self._guard.cut_off.is_set():
+            raise DatabaseError(
+                "lease lost: the database did not confirm a lease renewal in time; the run "
+                "stopped claiming and left its tasks to be claimed again"
+            )
         try:
             store.finish_run(
                 self.engine,
@@ -168,7 +181,7 @@ class Runner:
         exhausted = False
         next_beat = time.monotonic() + self._beat_interval()
         grace_end: float | None = None
-        while True:
+        while not self._guard.cut_off.is_set():
             stopping = self._signals > 0
             if stopping and grace_end is None:
                 grace_end = time.monotonic() + (opts.grace if self._signals == 1 else 0)
@@ -210,7 +223,9 @@ class Runner:
                 pending = []
                 exhausted = False
             if time.monotonic() >= next_beat and self._held:
+                since = time.monotonic()
                 store.renew(self.engine, self._held.values(), self.leases, clock.now())
+                self._guard.renewed(self._held, since)
                 next_beat = time.monotonic() + self._beat_interval()
             if grace_end is not None and time.monotonic() >= grace_end and self._held:
                 self._interrupt_in_flight()
@@ -224,6 +239,7 @@ class Runner:
             want = min(want, opts.max_tasks - self.summary.claimed)
         if want <= 0 or not self.leases:
             return True
+        since = time.monotonic()
         batch = store.claim(
             self.engine,
             names=list(self.leases),
@@ -239,6 +255,7 @@ class Runner:
         self.summary.failed += batch.dead
         for task in batch.tasks:
             self._held[task.id] = task
+            self._guard.hold(task.id, self.leases[task.name], since)
             self._jobs.put(task)
         if batch.dead:
             log.warning("%d task(s) dead: their last attempt's lease expired", batch.dead)
@@ -266,9 +283,17 @@ class Runner:
             task = self._jobs.get()
             if task is None:
                 return
+            if self._guard.cut_off.is_set():
+                continue  # a host cut off from the database starts nothing more
             spec = self.app.tasks[task.name]
             ctx = make_context(
-                spec, task.id, task.attempt, task.max_attempts, task.key, task.scheduled_for
+                spec,
+                task.id,
+                task.attempt,
+                task.max_attempts,
+                task.key,
+                task.scheduled_for,
+                self._guard.flag(task.id),
             )
             began = clock.now()
             try:
@@ -314,6 +339,7 @@ class Runner:
                 mean = self._mean_duration
                 self._mean_duration = took if mean is None else 0.8 * mean + 0.2 * took
             self._held.pop(o.task.id, None)
+            self._guard.release(o.task.id)
             if o.task.id not in written:
                 self.summary.stale += 1
                 log.warning(
@@ -364,6 +390,7 @@ class Runner:
             self.summary.released += store.release(self.engine, unstarted, clock.now())
             for task in unstarted:
                 self._held.pop(task.id, None)
+                self._guard.release(task.id)
 
     def _interrupt_in_flight(self) -> None:
         """At the end of the grace period: record the attempts still running as interrupted."""

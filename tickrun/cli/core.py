@@ -131,7 +131,9 @@ def run(
 ) -> int:
     """Enqueue due schedule occurrences, then claim and run due tasks until none is due.
 
-    Exit code 0: no task became dead; 1: one did (see --fail-on).
+    Exit code 0: no task became dead; 1: one did (see --fail-on); 3: the database failed, or
+    the run could not renew its leases in time (it then stops its handlers and exits before
+    the leases expire).
 
     Example: tickrun --app myapp.jobs:app run --max-time 50s --concurrency 4
     """
@@ -149,6 +151,7 @@ def run(
         worker=worker,
         fail_on=fail_on,
         grace=grace,
+        exit_on_lease_loss=True,
     )
     summary = Runner(app, engine, options).run(install_signals=True)
     click.echo(summary.line())
