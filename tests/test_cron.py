@@ -119,7 +119,7 @@ def test_london_repeated_hour_fires_eight_quarter_hours() -> None:
 
 
 # How often each expression fires during New York's repeated 01:00-02:00 (fall) and, for the
-# spring, how many firings the whole day has. Fixed = neither minute nor hour contains '*'.
+# spring, how many firings the whole day has. Fixed = neither minute nor hour starts with '*'.
 CLASSIFY = [
     ("0 1 * * *", 1, 1),
     ("0,30 1 * * *", 2, 2),
@@ -131,6 +131,10 @@ CLASSIFY = [
     ("@hourly", 2, 23),
     ("30 */1 * * *", 2, 23),
     ("*/15 2 * * *", 0, 0),  # wildcard: nothing on the spring day, its whole hour is skipped
+    # A '*' after the first character does not make a field wildcard (Debian reads only the first).
+    ("0 1,*/6 * * *", 1, 5),
+    ("0,*/30 1 * * *", 2, 2),
+    ("0 2,*/12 * * *", 0, 3),
 ]
 
 
@@ -141,6 +145,26 @@ def test_fixed_versus_wildcard(expr: str, in_repeated_hour: int, spring_day: int
     if expr.startswith("0,30"):
         assert walls(repeated, NEW_YORK) == ["01:00 EDT", "01:30 EDT"]
     assert len(fire_times(expr, NEW_YORK, *local_day(*NY_SPRING))) == spring_day
+
+
+@pytest.mark.parametrize(
+    ("expr", "day", "wall"),
+    [
+        # 01:00 fires once, at its first occurrence: not again at 01:00 EST.
+        (
+            "0 1,*/6 * * *",
+            NY_FALL,
+            ["00:00 EDT", "01:00 EDT", "06:00 EST", "12:00 EST", "18:00 EST"],
+        ),
+        # The skipped 02:00 fires once, right after the jump.
+        ("0 2,*/12 * * *", NY_SPRING, ["00:00 EST", "03:00 EDT", "12:00 EDT"]),
+        ("0,*/30 1 * * *", NY_FALL, ["01:00 EDT", "01:30 EDT"]),
+    ],
+)
+def test_a_star_inside_the_minute_or_hour_field_is_fixed_time(
+    expr: str, day: tuple[str, date], wall: list[str]
+) -> None:
+    assert walls(fire_times(expr, NEW_YORK, *local_day(*day)), NEW_YORK) == wall
 
 
 def test_two_hourly_does_not_invent_a_firing_after_the_gap() -> None:

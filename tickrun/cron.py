@@ -5,8 +5,9 @@ Expressions are read on the wall clock of the schedule's IANA zone, never the ho
 instant returned is an aware UTC datetime.
 
 Daylight saving follows Debian cron. A schedule is *wildcard* when its minute or hour field
-contains ``*`` (after expanding an @-alias: ``*``, ``*/15``, ``0 *``, ``30 */2``, ``*/5 9-17``,
-``@hourly``) and *fixed-time* otherwise (``30 2``, ``0,30 1-3``, ``0 0-23/2``, ``@daily``).
+starts with ``*`` (after expanding an @-alias: ``*``, ``*/15``, ``0 *``, ``30 */2``,
+``*/5 9-17``, ``@hourly``) and *fixed-time* otherwise (``30 2``, ``0,30 1-3``, ``0 0-23/2``,
+``0 1,*/6``, ``0,*/30 1``, ``@daily``): a ``*`` later in the field does not count.
 
 * A wildcard schedule follows real time: it fires at every instant whose wall clock matches, so
   not at all for wall times a spring-forward gap skips, and twice for wall times a fall-back
@@ -165,9 +166,10 @@ def _parse(expr: str) -> tuple[list[int], list[int], str, bool, bool]:
     # croniter's H and R pick values from a hash id or at random; neither suits a pure schedule.
     if any(part[:1].lower() in ("h", "r") for field in fields for part in field.split(",")):
         raise invalid("hashed (H) and random (R) values are not supported")
-    # Debian cron tests the first character only (its DOM_STAR/DOW_STAR flags), so "*/2"
-    # counts as a star and "1,*/2" does not; croniter's own day rule differs.
+    # Debian cron tests the first character only (its DOM_STAR/DOW_STAR and MIN_STAR/HR_STAR
+    # flags), so "*/2" counts as a star and "1,*/2" does not; croniter's own day rule differs.
     day_or = not fields[2].startswith("*") and not fields[4].startswith("*")
+    fixed = not fields[0].startswith("*") and not fields[1].startswith("*")
     try:
         expanded, _ = croniter.expand(text)
         days = "0 0 " + " ".join(fields[2:])
@@ -179,7 +181,6 @@ def _parse(expr: str) -> tuple[list[int], list[int], str, bool, bool]:
         raise invalid(_croniter_reason(exc)) from None
     minutes = list(range(60)) if expanded[0] == ["*"] else [int(m) for m in expanded[0]]
     hours = list(range(24)) if expanded[1] == ["*"] else [int(h) for h in expanded[1]]
-    fixed = "*" not in fields[0] and "*" not in fields[1]
     return sorted(minutes), sorted(hours), days, day_or, fixed
 
 
