@@ -119,7 +119,7 @@ def test_london_repeated_hour_fires_eight_quarter_hours() -> None:
 
 
 # How often each expression fires during New York's repeated 01:00-02:00 (fall) and, for the
-# spring, how many firings the whole day has. Fixed = neither minute nor hour contains '*'.
+# spring, how many firings the whole day has. Fixed = neither minute nor hour starts with '*'.
 CLASSIFY = [
     ("0 1 * * *", 1, 1),
     ("0,30 1 * * *", 2, 2),
@@ -131,6 +131,10 @@ CLASSIFY = [
     ("@hourly", 2, 23),
     ("30 */1 * * *", 2, 23),
     ("*/15 2 * * *", 0, 0),  # wildcard: nothing on the spring day, its whole hour is skipped
+    # A '*' after the first character does not make a field wildcard (Debian reads only the first).
+    ("0 1,*/6 * * *", 1, 5),
+    ("0,*/30 1 * * *", 2, 2),
+    ("0 2,*/12 * * *", 0, 3),
 ]
 
 
@@ -141,6 +145,26 @@ def test_fixed_versus_wildcard(expr: str, in_repeated_hour: int, spring_day: int
     if expr.startswith("0,30"):
         assert walls(repeated, NEW_YORK) == ["01:00 EDT", "01:30 EDT"]
     assert len(fire_times(expr, NEW_YORK, *local_day(*NY_SPRING))) == spring_day
+
+
+@pytest.mark.parametrize(
+    ("expr", "day", "wall"),
+    [
+        # 01:00 fires once, at its first occurrence: not again at 01:00 EST.
+        (
+            "0 1,*/6 * * *",
+            NY_FALL,
+            ["00:00 EDT", "01:00 EDT", "06:00 EST", "12:00 EST", "18:00 EST"],
+        ),
+        # The skipped 02:00 fires once, right after the jump.
+        ("0 2,*/12 * * *", NY_SPRING, ["00:00 EST", "03:00 EDT", "12:00 EDT"]),
+        ("0,*/30 1 * * *", NY_FALL, ["01:00 EDT", "01:30 EDT"]),
+    ],
+)
+def test_a_star_inside_the_minute_or_hour_field_is_fixed_time(
+    expr: str, day: tuple[str, date], wall: list[str]
+) -> None:
+    assert walls(fire_times(expr, NEW_YORK, *local_day(*day)), NEW_YORK) == wall
 
 
 def test_two_hourly_does_not_invent_a_firing_after_the_gap() -> None:
@@ -211,6 +235,72 @@ def test_preview_honours_day_fields() -> None:
         utc("2027-02-28 00:00"),
         utc("2028-02-29 00:00"),
     ]
+
+
+# --- day-of-month and day-of-week --------------------------------------------------------
+
+AFTER_2020 = utc("2020-01-01 00:00")
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        # Either day field starts with '*': a date must match both (Debian's DOM_STAR/DOW_STAR).
+        ("0 0 1 * */2", ["2020-02-01 00:00", "2020-03-01 00:00", "2020-08-01 00:00"]),
+        ("0 0 */2 * 1", ["2020-01-13 00:00", "2020-01-27 00:00", "2020-02-03 00:00"]),
+        ("1 1 1-7 * */7", ["2020-01-05 01:01", "2020-02-02 01:01", "2020-03-01 01:01"]),
+        ("1 1 */100,1-7 * MON", ["2020-01-06 01:01", "2020-02-03 01:01", "2020-03-02 01:01"]),
+        # Neither starts with '*': either one suffices, even when a '*' comes later in a field.
+        ("0 0 1,15 * 1", ["2020-01-06 00:00", "2020-01-13 00:00", "2020-01-15 00:00"]),
+        ("0 0 1,*/10 * 1", ["2020-01-06 00:00", "2020-01-11 00:00", "2020-01-13 00:00"]),
+        ("0 0 * * 1", ["2020-01-06 00:00", "2020-01-13 00:00", "2020-01-20 00:00"]),
+    ],
+)
+def test_day_fields_are_anded_when_either_starts_with_a_star(
+    expr: str, expected: list[str]
+) -> None:
+    assert preview(expr, "UTC", AFTER_2020, 3) == [utc(t) for t in expected]
+    assert fire_times(expr, "UTC", AFTER_2020, utc(expected[-1])) == [utc(t) for t in expected]
+    assert next_fire(expr, "UTC", AFTER_2020) == utc(expected[0])
+
+
+def test_anded_day_fields_are_counted_like_they_fire() -> None:
+    # Mondays that are odd days of the month, 09:00 in New York, over two DST changes.
+    expr, last, now = "0 9 */2 * 1", utc("2026-01-01 00:00"), utc("2026-12-01 00:00")
+    expected = []
+    day = date(2026, 1, 1)
+    while day < date(2026, 12, 1):
+        if day.day % 2 == 1 and day.weekday() == 0:
+            expected.append(datetime.combine(day, datetime.min.time().replace(hour=9)))
+        day += timedelta(days=1)
+    every_one = fire_times(expr, NEW_YORK, last, now)
+    assert [t.astimezone(ZoneInfo(NEW_YORK)).replace(tzinfo=None) for t in every_one] == expected
+    assert len(expected) == 24
+    assert plan(expr, NEW_YORK, last, now, "latest") == (every_one[-1:], len(expected) - 1)
+    assert plan(expr, NEW_YORK, last, now, "none") == ([], len(expected))
+    assert plan(expr, NEW_YORK, last, now, "all") == (every_one, 0)
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "last"),
+    [
+        # Sundays on days 1, 4, 7, ...: the 2026 fall-back days of both zones are among them.
+        ("*/30 1,*/12 */3 * 0", NEW_YORK, "2026-09-15 00:00"),
+        ("0,*/45 1 1-7 * */7", NEW_YORK, "2026-02-15 00:00"),
+        ("30 1 */3 * 0", LONDON, "2026-09-15 00:00"),
+        # Lord Howe changes by 30 minutes at 02:00 on the first Sundays of April and October.
+        ("*/10 1-2 1-7 * */7", "Australia/Lord_Howe", "2026-03-20 00:00"),
+    ],
+)
+def test_plan_counts_anded_days_like_fire_times(expr: str, tz: str, last: str) -> None:
+    # _count skips ordinary dates without enumerating them; it must agree over months.
+    start = utc(last)
+    for days in (35, 90, 200):
+        now = start + timedelta(days=days, seconds=4321)
+        every_one = fire_times(expr, tz, start, now)
+        assert every_one
+        assert plan(expr, tz, start, now, "latest") == (every_one[-1:], len(every_one) - 1)
+        assert plan(expr, tz, start, now, "none")[1] == len(every_one)
 
 
 # --- plan ---------------------------------------------------------------------------------
@@ -330,6 +420,8 @@ def test_unknown_catchup_policy() -> None:
         "0 0 L * *",
         " 0 0 * * * ",
         "5-1 * * * *",
+        "0 0 1 * */2",
+        "0 0 29 2 1",  # a Monday the 29th of February: rare (2016, 2044), but it happens
     ]
     + ["@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight", "@DAILY"],
 )
@@ -399,6 +491,11 @@ def test_validate_accepts(expr: str) -> None:
             "0 0 30 2 *",
             "UTC",
             "invalid cron expression '0 0 30 2 *': no date ever matches its day and month fields",
+        ),
+        (
+            "0 0 31 2 */2",
+            "UTC",
+            "invalid cron expression '0 0 31 2 */2': no date ever matches its day and month fields",
         ),
         (
             "H * * * *",

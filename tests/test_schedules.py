@@ -12,6 +12,8 @@ from sqlalchemy import func, insert, select, update
 
 from tests.conftest import tickrun, tickruns, write_app
 from tickrun import App, TaskContext, store
+from tickrun.clock import as_utc
+from tickrun.database import open_engine
 from tickrun.scheduler import enqueue_due
 from tickrun.schema import RUNNING, schedules, tasks
 
@@ -290,6 +292,110 @@ def test_schedules_listing_is_the_same_under_any_host_tz(db_url: str, project: P
     assert all(",Europe/London," in line and "T02:30:00" in line for line in lines[1:])
 
 
+PREVIEW_APP = """
+    from tickrun import App
+
+    app = App()
+
+    @app.schedule({cron!r}, tz={tz!r}, catchup="all")
+    def tick() -> None: ...
+"""
+
+
+@pytest.mark.parametrize(
+    ("cron", "tz", "first_seen", "expected"),
+    [
+        # Day-of-week starts with '*': the 1st only when it is an even weekday (AND, not OR).
+        (
+            "0 0 1 * */2",
+            "UTC",
+            "2020-01-01T00:00:30+00:00",
+            ["2020-02-01T00:00:00+00:00", "2020-03-01T00:00:00+00:00", "2020-08-01T00:00:00+00:00"],
+        ),
+        # Day-of-month starts with '*': the first Monday of the month.
+        (
+            "1 1 */100,1-7 * MON",
+            "America/New_York",
+            "2026-02-01T00:00:00-05:00",
+            ["2026-02-02T01:01:00-05:00", "2026-03-02T01:01:00-05:00", "2026-04-06T01:01:00-04:00"],
+        ),
+        # '*' inside, not at the start of, the hour field: fixed-time, so 01:00 fires once.
+        (
+            "0 1,*/6 * * *",
+            "America/New_York",
+            "2026-10-31T23:30:00-04:00",
+            ["2026-11-01T00:00:00-04:00", "2026-11-01T01:00:00-04:00", "2026-11-01T06:00:00-05:00"],
+        ),
+        # The same on the spring-forward night: the skipped 02:00 fires once, after the jump.
+        (
+            "0 2,*/12 * * *",
+            "America/New_York",
+            "2026-03-07T23:30:00-05:00",
+            ["2026-03-08T00:00:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T12:00:00-04:00"],
+        ),
+        (
+            "0,*/30 1 * * *",
+            "America/New_York",
+            "2026-10-31T23:30:00-04:00",
+            ["2026-11-01T01:00:00-04:00", "2026-11-01T01:30:00-04:00", "2026-11-02T01:00:00-05:00"],
+        ),
+    ],
+)
+def test_preview_lists_what_run_enqueues(
+    db_url: str,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cron: str,
+    tz: str,
+    first_seen: str,
+    expected: list[str],
+) -> None:
+    """`tickrun schedules --preview` and `tickrun run`, both through the CLI in frozen time, name
+    the same occurrences, and they are the ones Debian cron would run."""
+    import sys
+    import uuid
+
+    from click.testing import CliRunner
+
+    from tests.test_inspect import _Main
+
+    # A module name of its own, since each case's application is imported in this process.
+    module = f"preview_{uuid.uuid4().hex}"
+    ref = write_app(project, PREVIEW_APP.format(cron=cron, tz=tz), module=module)
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    env = {"TICKRUN_DATABASE_URL": None, "TICKRUN_APP": None}
+
+    def cli(*args: str) -> str:
+        argv = ["--db", db_url, "--app", ref, *args]
+        result = CliRunner().invoke(_Main(), argv, env=env)  # type: ignore[arg-type]
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    start = datetime.fromisoformat(first_seen)
+    try:
+        with freeze_time(start) as frozen:
+            cli("run")  # first sight: nothing before it is due
+            lines = cli("schedules", "--preview", "3", "--format", "csv").strip().splitlines()
+            assert lines[0] == "name,tz,local_time,utc_time"
+            local = [line.split(",")[2] for line in lines[1:]]
+            previewed = [datetime.fromisoformat(line.split(",")[3]) for line in lines[1:]]
+            # Like cron, a run just after each previewed time; catchup="all" would also enqueue
+            # anything the preview left out.
+            for moment in previewed:
+                frozen.move_to(moment + timedelta(seconds=30))
+                cli("run")
+    finally:
+        sys.modules.pop(module, None)
+    assert local == expected
+    assert previewed == [datetime.fromisoformat(t) for t in expected]
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(tasks.c.scheduled_for).order_by(tasks.c.scheduled_for)).all()
+    assert [as_utc(at) for (at,) in rows] == previewed
+    assert schedule_row(engine, "tick").missed == 0
+
+
 def test_schedule_row_keeps_progress_when_the_expression_changes(db_url: str) -> None:
     seen: list[datetime] = []
     app = hourly_app(db_url, "latest", seen)
@@ -360,12 +466,27 @@ def test_check_stale_bad_input_exits_2(db_url: str, arg: str) -> None:
         (
             "America/New_York",
             "2026-03-08",
-            {"30 2 * * *": 1, "30 1 * * *": 1, "0 * * * *": 23, "*/15 * * * *": 92},
+            {
+                "30 2 * * *": 1,
+                "30 1 * * *": 1,
+                "0 * * * *": 23,
+                "*/15 * * * *": 92,
+                "0 2,*/12 * * *": 3,  # fixed-time: the skipped 02:00 fires once after the jump
+                "30 1 */2 * 0": 0,  # odd days AND Sundays: the 8th is not odd
+            },
         ),
         (
             "America/New_York",
             "2026-11-01",
-            {"30 2 * * *": 1, "30 1 * * *": 1, "0 * * * *": 25, "*/15 * * * *": 100},
+            {
+                "30 2 * * *": 1,
+                "30 1 * * *": 1,
+                "0 * * * *": 25,
+                "*/15 * * * *": 100,
+                "0 1,*/6 * * *": 5,  # fixed-time: 01:00 once
+                "0,*/30 1 * * *": 2,
+                "30 1 */2 * 0": 1,
+            },
         ),
         (
             "Europe/London",

@@ -5,8 +5,9 @@ Expressions are read on the wall clock of the schedule's IANA zone, never the ho
 instant returned is an aware UTC datetime.
 
 Daylight saving follows Debian cron. A schedule is *wildcard* when its minute or hour field
-contains ``*`` (after expanding an @-alias: ``*``, ``*/15``, ``0 *``, ``30 */2``, ``*/5 9-17``,
-``@hourly``) and *fixed-time* otherwise (``30 2``, ``0,30 1-3``, ``0 0-23/2``, ``@daily``).
+starts with ``*`` (after expanding an @-alias: ``*``, ``*/15``, ``0 *``, ``30 */2``,
+``*/5 9-17``, ``@hourly``) and *fixed-time* otherwise (``30 2``, ``0,30 1-3``, ``0 0-23/2``,
+``0 1,*/6``, ``0,*/30 1``, ``@daily``): a ``*`` later in the field does not count.
 
 * A wildcard schedule follows real time: it fires at every instant whose wall clock matches, so
   not at all for wall times a spring-forward gap skips, and twice for wall times a fall-back
@@ -14,6 +15,11 @@ contains ``*`` (after expanding an @-alias: ``*``, ``*/15``, ``0 *``, ``30 */2``
 * A fixed-time schedule fires once per matching wall time: at its first occurrence when it is
   repeated, and at the first instant after the gap when it is skipped (wall times skipped by one
   gap all become that one firing).
+
+The day fields also follow Debian cron: when the day-of-month or the day-of-week field starts
+with ``*`` (``*``, ``*/2``, ``*/100,1-7``), a date must match both; otherwise either suffices.
+So ``0 0 1,15 * 1`` fires on the 1st, the 15th and every Monday, but ``0 0 1 * */2`` only on a
+1st that falls on an even weekday.
 
 croniter is used only on naive wall-clock datetimes, to parse and to find matching dates: its own
 DST handling fires fixed-time jobs twice in a fall-back hour and turns a skipped ``0 */2`` into an
@@ -61,6 +67,7 @@ class CronError(ValueError):
 class _Spec:
     times: tuple[time, ...]  # every matching wall time of day, ascending
     days: str  # the date fields as a croniter expression that fires at midnight
+    day_or: bool  # whether a date needs to match only one of the two day fields
     fixed: bool
     zone: ZoneInfo
 
@@ -125,16 +132,17 @@ def plan(
 
 @lru_cache(maxsize=1024)
 def _spec(expr: str, tz: str) -> _Spec:
-    minutes, hours, days, fixed = _parse(expr)
+    minutes, hours, days, day_or, fixed = _parse(expr)
     return _Spec(
         times=tuple(time(h, m) for h in hours for m in minutes),
         days=days,
+        day_or=day_or,
         fixed=fixed,
         zone=_zone(tz),
     )
 
 
-def _parse(expr: str) -> tuple[list[int], list[int], str, bool]:
+def _parse(expr: str) -> tuple[list[int], list[int], str, bool, bool]:
     def invalid(reason: str) -> CronError:
         return CronError(f"invalid cron expression {expr!r}: {reason}")
 
@@ -158,18 +166,22 @@ def _parse(expr: str) -> tuple[list[int], list[int], str, bool]:
     # croniter's H and R pick values from a hash id or at random; neither suits a pure schedule.
     if any(part[:1].lower() in ("h", "r") for field in fields for part in field.split(",")):
         raise invalid("hashed (H) and random (R) values are not supported")
+    # Debian cron tests the first character only (its DOM_STAR/DOW_STAR and MIN_STAR/HR_STAR
+    # flags), so "*/2" counts as a star and "1,*/2" does not; croniter's own day rule differs.
+    day_or = not fields[2].startswith("*") and not fields[4].startswith("*")
+    fixed = not fields[0].startswith("*") and not fields[1].startswith("*")
     try:
         expanded, _ = croniter.expand(text)
         days = "0 0 " + " ".join(fields[2:])
-        croniter(days, datetime(2000, 1, 1)).get_next(datetime)
+        # The same day rule as _dates, so that day fields that can never both match are refused.
+        croniter(days, datetime(2000, 1, 1), day_or=day_or).get_next(datetime)
     except CroniterBadDateError:
         raise invalid("no date ever matches its day and month fields") from None
     except (CroniterError, ValueError) as exc:
         raise invalid(_croniter_reason(exc)) from None
     minutes = list(range(60)) if expanded[0] == ["*"] else [int(m) for m in expanded[0]]
     hours = list(range(24)) if expanded[1] == ["*"] else [int(h) for h in expanded[1]]
-    fixed = "*" not in fields[0] and "*" not in fields[1]
-    return sorted(minutes), sorted(hours), days, fixed
+    return sorted(minutes), sorted(hours), days, day_or, fixed
 
 
 def _croniter_reason(exc: Exception) -> str:
@@ -202,7 +214,8 @@ def _aware(moment: datetime, name: str) -> datetime:
 def _dates(spec: _Spec, first: date) -> Iterator[date]:
     """Dates from ``first`` on that match the day and month fields."""
     # Naive on purpose: croniter then counts plain calendar days, with no DST logic involved.
-    it = croniter(spec.days, datetime.combine(first, time()) - timedelta(minutes=1))
+    start = datetime.combine(first, time()) - timedelta(minutes=1)
+    it = croniter(spec.days, start, day_or=spec.day_or)
     while True:
         try:
             yield it.get_next(datetime).date()
