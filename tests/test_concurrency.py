@@ -32,9 +32,31 @@ from tickrun.schema import SUCCEEDED, attempts, runs
 
 pytestmark = pytest.mark.slow
 
+# Each run's first tasks wait until a second run is executing tasks too (a marker file per
+# run process), so the first run to connect cannot drain the queue before the others claim: the
+# claims overlap by construction, not by luck of the scheduler. A run holds only the tasks it
+# claimed ahead (one batch: nothing is recorded while its handlers wait), and the others are
+# left for the runs still starting. The wait is bounded: past it, the runs go on and the
+# test's overlap assertion reports the failure.
 WORK = """
+BARRIER_TIMEOUT = 60
+shared = []  # not empty once this run has seen two runs at work
+
+
+def wait_for_a_second_run():
+    open(here(f"working-{os.getpid()}"), "w").close()
+    end = time.monotonic() + BARRIER_TIMEOUT
+    while not shared and time.monotonic() < end:
+        if sum(name.startswith("working-") for name in os.listdir(HERE)) >= 2:
+            shared.append(True)
+        else:
+            time.sleep(0.02)
+
+
 @app.task(context=True)
 def work(ctx, n):
+    if not shared:
+        wait_for_a_second_run()
     note(str(ctx.task_id))
 """
 
@@ -71,8 +93,11 @@ def test_overlapping_runs_execute_every_task_exactly_once(
     assert dict(outcomes) == {"succeeded": 2000}
     assert len(recorded) == count and {code for _, code in recorded} == {0}
     assert sum(claimed for claimed, _ in recorded) == 2000
-    # The runs really overlapped: the work was shared, not done by whichever started first.
-    assert sum(claimed > 0 for claimed, _ in recorded) >= 2, recorded
+    # The runs really overlapped: the work was shared, not done by whichever started first;
+    # every run that claimed something executed it (one marker each).
+    working = sorted(p.name for p in project.glob("working-*"))
+    assert len(working) >= 2, (working, recorded)
+    assert sum(claimed > 0 for claimed, _ in recorded) == len(working), (working, recorded)
 
 
 # Connects and loads the app, then waits at a barrier (a pipe the test closes) so the 20
