@@ -5,7 +5,10 @@ longer than the lease while it holds tasks.
 Every handler works longer than its lease, calling ``ctx.check()`` every 0.15 s, and appends
 a start and an end line (host, task id, attempt, wall and monotonic time) to one O_APPEND
 file, so executions and their overlaps are computed exactly; all namespaces share the kernel's
-clocks. The test asserts that (a) every task ends succeeded, (b) no two executions of a task
+clocks. Each host starts one ``tickrun run``; during the partition the healthy hosts also start
+one every TICK seconds, as cron would, so the victim's tasks are claimed again as soon as their
+leases expire. After the partition, rounds of ``tickrun run`` on the healthy hosts finish what is
+left. The test asserts that (a) every task ends succeeded, (b) no two executions of a task
 overlap in time, (c) the cut-off run exits 3 within EXIT_BOUND of the cut with a log line
 about the lost lease, and (d) the other hosts keep recording successes during the partition.
 
@@ -22,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -191,7 +194,7 @@ class HostRun:
 
 
 @pytest.fixture
-def start_run(project: Path) -> Iterator:
+def start_run(project: Path) -> Iterator[Callable[[Host, str, str, str], HostRun]]:
     started: list[HostRun] = []
 
     def start(host: Host, url: str, ref: str, tag: str) -> HostRun:
@@ -295,7 +298,11 @@ def overlaps(runs: list[Execution], open_end: dict[str, float], origin: float) -
 
 
 def test_partitioned_host_loses_nothing_and_runs_nothing_twice(
-    network: Network, cluster: Cluster, database: str, project: Path, start_run
+    network: Network,
+    cluster: Cluster,
+    database: str,
+    project: Path,
+    start_run: Callable[[Host, str, str, str], HostRun],
 ) -> None:
     began = time.monotonic()
     victim, healthy = network.hosts[0], network.hosts[1:]
