@@ -76,7 +76,7 @@ class Project:
         app = App()
         app.task(name="hello")(lambda name: None)
         with open_engine(self.url).begin() as conn:
-            store.insert_task(conn, app.task_row("hello", {"name": "waiting"}))
+            store.insert_tasks(conn, [app.task_row("hello", {"name": "waiting"})])
 
     def tasks(self) -> list[dict]:
         with open_engine(self.url).connect() as conn:
@@ -131,7 +131,7 @@ def test_init_twice_keeps_the_schema_and_its_rows(project: Path, db_url: str) ->
     app = App()
     app.task(name="hello")(lambda name: None)
     with open_engine(db_url).begin() as conn:
-        task_id, _ = store.insert_task(conn, app.task_row("hello", {"name": "kept"}))
+        [(task_id, _)] = store.insert_tasks(conn, [app.task_row("hello", {"name": "kept"})])
     for _ in range(2):
         result = tickrun("init", cwd=project, db=db_url)
         assert result.returncode == 0, result.stderr

@@ -28,7 +28,8 @@ from tests.test_crash import (
     twin_app,
     wait_until,
 )
-from tickrun.schema import SUCCEEDED, attempts, runs
+from tickrun.lifecycle import SUCCEEDED
+from tickrun.schema import attempts, runs
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,8 @@ from sqlalchemy.pool import NullPool
 
 from tests.conftest import cli_env, tickrun, write_app
 from tickrun import App
-from tickrun.schema import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, attempts, tasks
+from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
+from tickrun.schema import attempts, tasks
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from tickrun import App, Fail, PayloadError, Retry, TaskContext, UnknownTask, dialects, store
-from tickrun.execution import MAX_TEXT_BYTES
-from tickrun.runner import Runner, RunOptions, RunSummary
-from tickrun.schema import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, attempts, runs, tasks
+from tickrun.failures import MAX_TEXT_BYTES
+from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
+from tickrun.runner import Runner, RunOptions, RunSummary, run
+from tickrun.schema import attempts, runs, tasks
 
 T0 = datetime(2026, 4, 6, 10, 0, 0, tzinfo=UTC)
 W = RunOptions(worker="w1")
@@ -56,12 +57,12 @@ def count(engine: Engine, *where: Any) -> int:
 
 
 def run_bounded(app: App, options: RunOptions = W, timeout: float = 90) -> RunSummary:
-    """app.run(), failing the test instead of hanging it when the run never ends."""
+    """run(app), failing the test instead of hanging it when the run never ends."""
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["summary"] = app.run(options)
+            box["summary"] = run(app, options)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             box["error"] = exc
 
@@ -100,7 +101,7 @@ def test_success_records_the_task_and_its_attempt(db_url: str) -> None:
 
     with freeze_time(T0):
         task_id = app.enqueue("hello", {"name": "ada"})
-        summary = app.run(W)
+        summary = run(app, W)
     assert seen == ["ada"]
     assert (summary.claimed, summary.succeeded, summary.retried, summary.dead) == (1, 1, 0, 0)
     assert summary.exit_code == 0
@@ -135,7 +136,7 @@ def test_context_handler_sees_its_task_and_attempt(db_url: str) -> None:
 
     with freeze_time(T0):
         task_id = app.enqueue("ctx_task", {"n": 1}, key="ctx:1")
-        summary = app.run(W)
+        summary = run(app, W)
     assert summary.succeeded == 1 and summary.retried == 1
     assert [(c.task_id, c.task, c.attempt, c.max_attempts, c.key) for c in seen] == [
         (task_id, "ctx_task", 1, 4, "ctx:1"),
@@ -155,7 +156,7 @@ def test_exception_retries_after_the_backoff_from_now_then_dies(db_url: str) -> 
 
     with freeze_time(T0) as frozen:
         task_id = app.enqueue("flaky")
-        first = app.run(W)
+        first = run(app, W)
         task = row(app.engine, task_id)
         assert (first.claimed, first.retried, first.dead, first.exit_code) == (1, 1, 0, 0)
         assert task.status == RETRYING
@@ -167,14 +168,14 @@ def test_exception_retries_after_the_backoff_from_now_then_dies(db_url: str) -> 
         assert (task.lease_until, task.claim_token, task.finished_at) == (None, None, None)
 
         frozen.move_to(T0 + timedelta(seconds=9))
-        assert app.run(W).claimed == 0  # the backoff has not elapsed
+        assert run(app, W).claimed == 0  # the backoff has not elapsed
 
         frozen.move_to(T0 + timedelta(seconds=10))
-        assert app.run(W).retried == 1
+        assert run(app, W).retried == 1
         assert row(app.engine, task_id).run_at == T0 + timedelta(seconds=30)
 
         frozen.move_to(T0 + timedelta(seconds=30))
-        last = app.run(W)
+        last = run(app, W)
     assert (last.claimed, last.retried, last.dead, last.exit_code) == (1, 0, 1, 1)
     assert calls == [T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=30)]
     task = row(app.engine, task_id)
@@ -203,7 +204,7 @@ def test_default_backoff_is_about_30_seconds_first(db_url: str) -> None:
 
     with freeze_time(T0):
         task_id = app.enqueue("flaky")
-        app.run(W)
+        run(app, W)
     delay = (row(app.engine, task_id).run_at - T0).total_seconds()
     assert 24 <= delay <= 36
 
@@ -222,7 +223,7 @@ def test_retry_uses_its_delay_and_counts_as_an_attempt(db_url: str) -> None:
 
     with freeze_time(T0) as frozen:
         task_id = app.enqueue("polite")
-        summary = app.run(W)
+        summary = run(app, W)
         task = row(app.engine, task_id)
         assert (summary.retried, summary.dead, summary.exit_code) == (1, 0, 0)
         assert task.status == RETRYING
@@ -231,11 +232,11 @@ def test_retry_uses_its_delay_and_counts_as_an_attempt(db_url: str) -> None:
         assert task.last_error.startswith("Retry: ")
 
         frozen.move_to(T0 + timedelta(seconds=7))
-        app.run(W)
+        run(app, W)
         assert row(app.engine, task_id).run_at == T0 + timedelta(seconds=49)
 
         frozen.move_to(T0 + timedelta(seconds=49))
-        assert app.run(W).succeeded == 1
+        assert run(app, W).succeeded == 1
     assert attempts_seen == [1, 2, 3]
     assert row(app.engine, task_id).status == SUCCEEDED
     assert [a.outcome for a in history(app.engine, task_id)] == ["retry", "retry", "succeeded"]
@@ -250,7 +251,7 @@ def test_retry_with_no_attempt_left_is_dead(db_url: str) -> None:
 
     with freeze_time(T0):
         task_id = app.enqueue("again")
-        summary = app.run(W)  # the immediate retry is due again within the same run
+        summary = run(app, W)  # the immediate retry is due again within the same run
     assert (summary.claimed, summary.retried, summary.dead, summary.exit_code) == (2, 1, 1, 1)
     task = row(app.engine, task_id)
     assert task.status == DEAD
@@ -267,7 +268,7 @@ def test_fail_sends_the_task_to_the_dlq_at_once(db_url: str) -> None:
 
     with freeze_time(T0):
         task_id = app.enqueue("hopeless", {"order": 7})
-        summary = app.run(W)
+        summary = run(app, W)
     assert (summary.claimed, summary.retried, summary.dead, summary.exit_code) == (1, 0, 1, 1)
     task = row(app.engine, task_id)
     assert task.status == DEAD
@@ -379,12 +380,12 @@ def test_an_expired_lease_is_reclaimed_and_the_lost_attempt_recorded(db_url: str
         assert row(app.engine, task_id).status == RUNNING
 
         frozen.move_to(T0 + timedelta(seconds=29))
-        early = app.run(W)
+        early = run(app, W)
         assert (early.claimed, early.lost) == (0, 0)  # still under the ghost's lease
         assert row(app.engine, task_id).worker == "ghost"
 
         frozen.move_to(T0 + timedelta(seconds=31))
-        summary = app.run(W)
+        summary = run(app, W)
     assert (summary.claimed, summary.lost, summary.succeeded, summary.dead) == (1, 1, 1, 0)
     assert summary.exit_code == 0
     assert ran == [1]
@@ -411,7 +412,7 @@ def test_an_expired_lease_with_no_attempt_left_is_dead_without_running(db_url: s
         task_id = app.enqueue("once", {"n": 1})
         ghost_claim(app, T0)
         frozen.move_to(T0 + timedelta(seconds=31))
-        summary = app.run(W)
+        summary = run(app, W)
     assert ran == []
     assert (summary.claimed, summary.lost, summary.dead, summary.exit_code) == (0, 1, 1, 1)
     task = row(app.engine, task_id)
@@ -443,8 +444,8 @@ def test_a_stale_claim_cannot_overwrite_the_newer_claim(db_url: str) -> None:
     assert (old.attempt, new.attempt) == (1, 2)
 
     # The old run comes back to life and reports, renews and releases: nothing changes.
-    stale_done = store.Outcome(old, "succeeded", SUCCEEDED, later)
-    stale_dead = store.Outcome(old, "failed", DEAD, later, None, "late failure", "tb")
+    stale_done = store.Ended(old, "succeeded", SUCCEEDED, later)
+    stale_dead = store.Ended(old, "failed", DEAD, later, None, "late failure", "tb")
     at = later + timedelta(seconds=1)
     assert store.record(engine, [stale_done], now=at, worker="old") == set()
     assert store.record(engine, [stale_dead], now=at, worker="old") == set()
@@ -460,7 +461,7 @@ def test_a_stale_claim_cannot_overwrite_the_newer_claim(db_url: str) -> None:
     assert [(a.attempt, a.outcome) for a in history(engine, task_id)] == [(1, "lost")]
 
     # The current claim still records its own outcome.
-    done = store.Outcome(new, "succeeded", SUCCEEDED, at)
+    done = store.Ended(new, "succeeded", SUCCEEDED, at)
     assert store.record(engine, [done], now=at, worker="new") == {task_id}
     assert row(engine, task_id).status == SUCCEEDED
     assert [(a.attempt, a.outcome, a.worker) for a in history(engine, task_id)] == [
@@ -497,10 +498,10 @@ def test_claim_order_is_priority_then_run_at_then_enqueue_order(db_url: str) -> 
                 priority=priority,
                 run_at=T0 + timedelta(seconds=offset),
             )
-        first = app.run(RunOptions(worker="w1", max_tasks=3))
+        first = run(app, RunOptions(worker="w1", max_tasks=3))
         assert order == ["b", "e", "c"]  # the limit takes the first three in claim order
         assert first.claimed == 3
-        app.run(W)
+        run(app, W)
     assert order == ["b", "e", "c", "a", "f", "d"]
     assert count(app.engine, tasks.c.status == PENDING) == 1  # "future" is not due
 
@@ -517,7 +518,7 @@ def test_the_full_priority_range_is_stored_and_ordered(db_url: str) -> None:
     with freeze_time(T0):
         for p in extremes:
             app.enqueue("prio", {"p": p}, priority=p)
-        assert app.run(W).succeeded == 5
+        assert run(app, W).succeeded == 5
     assert order == sorted(extremes, reverse=True)
 
 
@@ -533,13 +534,13 @@ def test_queue_filter(db_url: str) -> None:
         app.enqueue("job", {"label": "mail"})
         app.enqueue("job", {"label": "sms"}, queue="sms")
         app.enqueue("job", {"label": "batch"}, queue="batch")
-        summary = app.run(RunOptions(worker="w1", queues=("sms", "batch")))
+        summary = run(app, RunOptions(worker="w1", queues=("sms", "batch")))
         assert sorted(ran) == ["batch", "sms"]
         assert summary.claimed == 2
         with app.engine.connect() as conn:
             left = conn.execute(select(tasks.c.queue).where(tasks.c.status == PENDING)).all()
         assert [r.queue for r in left] == ["mail"]
-        app.run(RunOptions(worker="w1", queues=("mail",)))
+        run(app, RunOptions(worker="w1", queues=("mail",)))
     assert sorted(ran) == ["batch", "mail", "sms"]
 
 
@@ -559,7 +560,7 @@ def test_a_run_claims_only_the_task_names_its_app_registers(db_url: str) -> None
     with freeze_time(T0):
         foreign = other.enqueue("theirs")
         app.enqueue("mine")
-        summary = app.run(W)
+        summary = run(app, W)
     assert ran == ["mine"]
     assert summary.claimed == 1
     task = row(app.engine, foreign)
@@ -580,11 +581,11 @@ def test_max_tasks_stops_claiming_and_leaves_the_rest_due(db_url: str) -> None:
     with freeze_time(T0):
         for n in range(5):
             app.enqueue("job", {"n": n})
-        summary = app.run(RunOptions(worker="w1", max_tasks=2, concurrency=2))
+        summary = run(app, RunOptions(worker="w1", max_tasks=2, concurrency=2))
         assert (summary.claimed, summary.succeeded) == (2, 2)
         assert sorted(ran) == [0, 1]
         assert count(app.engine, tasks.c.status == PENDING, tasks.c.run_at <= T0) == 3
-        assert app.run(RunOptions(worker="w1", max_tasks=10)).claimed == 3
+        assert run(app, RunOptions(worker="w1", max_tasks=10)).claimed == 3
     assert sorted(ran) == [0, 1, 2, 3, 4]
 
 
@@ -596,7 +597,7 @@ def test_a_run_with_nothing_due(db_url: str) -> None:
 
     with freeze_time(T0):
         app.enqueue("idle", delay=60)
-        summary = app.run(W)
+        summary = run(app, W)
     assert (summary.claimed, summary.exit_code) == (0, 0)
     assert "claimed 0" in summary.line()
 
@@ -626,7 +627,7 @@ def test_each_run_is_recorded_with_its_counts_and_exit_code(db_url: str) -> None
     with freeze_time(T0):
         for name in ("ok", "flaky", "doomed"):
             app.enqueue(name)
-        summary = app.run(W)
+        summary = run(app, W)
     assert (summary.claimed, summary.succeeded, summary.retried, summary.dead) == (3, 1, 1, 1)
     assert summary.exit_code == 1
     with app.engine.connect() as conn:
@@ -670,7 +671,7 @@ def test_exit_code_follows_fail_on(db_url: str, names: list[str], fail_on: str, 
 def test_fail_on_must_be_known(db_url: str) -> None:
     app = mixed_app(db_url)
     with pytest.raises(ValueError, match="fail_on"):
-        app.run(RunOptions(fail_on="sometimes"))
+        run(app, RunOptions(fail_on="sometimes"))
 
 
 # -- enqueueing ------------------------------------------------------------------------------
@@ -759,7 +760,7 @@ def test_idempotency_key_returns_the_existing_task(db_url: str) -> None:
         assert app.enqueue("hello", {"name": "three"}, key="welcome:42") == first.id
         # The key identifies the task whatever its name or status.
         assert app.enqueue_result("other", {"name": "x"}, key="welcome:42") == (first.id, True)
-        app.run(W)
+        run(app, W)
         assert row(app.engine, first.id).status == SUCCEEDED
         after = app.enqueue_result("hello", {"name": "four"}, key="welcome:42")
         fresh = app.enqueue_result("hello", {"name": "five"}, key="welcome:43")
@@ -805,7 +806,7 @@ def test_enqueue_many(db_url: str) -> None:
             assert len(app.enqueue_many([("shout", {"word": "x"})], connection=conn)) == 1
             trans.rollback()
         assert count(app.engine) == 3
-        assert app.run(W).succeeded == 3
+        assert run(app, W).succeeded == 3
     assert ran == ["B"]
 
 

@@ -36,8 +36,9 @@ from tests.test_crash import (
 from tests.test_engine import new_app, run_bounded
 from tickrun import DatabaseError, LeaseLost, TaskContext
 from tickrun.leases import margin
+from tickrun.lifecycle import RUNNING, SUCCEEDED
 from tickrun.runner import RunOptions
-from tickrun.schema import RUNNING, SUCCEEDED, tasks
+from tickrun.schema import tasks
 
 pytestmark = pytest.mark.slow
 

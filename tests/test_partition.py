@@ -49,7 +49,8 @@ from tests.netns import (
 from tests.test_crash import executions, not_due, task_rows, twin_app, wait_until
 from tickrun import TaskContext
 from tickrun.database import open_engine
-from tickrun.schema import SUCCEEDED, attempts
+from tickrun.lifecycle import SUCCEEDED
+from tickrun.schema import attempts
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -14,8 +14,11 @@ from tests.conftest import tickrun, tickruns, write_app
 from tickrun import App, TaskContext, store
 from tickrun.clock import as_utc
 from tickrun.database import open_engine
+from tickrun.lifecycle import RUNNING
+from tickrun.migrations import init_schema
+from tickrun.runner import run
 from tickrun.scheduler import enqueue_due
-from tickrun.schema import RUNNING, schedules, tasks
+from tickrun.schema import schedules, tasks
 
 T0 = datetime(2026, 3, 2, 9, 0, 30, tzinfo=UTC)
 
@@ -52,9 +55,9 @@ def test_catchup_after_72_hours_of_downtime(
     seen: list[datetime] = []
     app = hourly_app(db_url, catchup, seen)
     with freeze_time(T0) as frozen:
-        assert app.run().scheduled == 0  # first sight: no backfill
+        assert run(app).scheduled == 0  # first sight: no backfill
         frozen.move_to(T0 + timedelta(hours=72, minutes=5))
-        summary = app.run()
+        summary = run(app)
     assert summary.scheduled == enqueued
     assert len(seen) == enqueued
     row = schedule_row(app.engine, "hourly")
@@ -70,9 +73,9 @@ def test_catchup_none_keeps_the_on_time_occurrence(db_url: str) -> None:
     seen: list[datetime] = []
     app = hourly_app(db_url, "none", seen)
     with freeze_time(T0) as frozen:
-        app.run()
+        run(app)
         frozen.move_to(T0 + timedelta(minutes=59, seconds=40))  # 10:00:10, on time
-        app.run()
+        run(app)
     assert seen == [datetime(2026, 3, 2, 10, 0, tzinfo=UTC)]
     assert schedule_row(app.engine, "hourly").missed == 0
 
@@ -104,7 +107,7 @@ def test_overlap_skip_while_previous_task_runs(db_url: str) -> None:
     app.use_database(db_url)
     engine = app.engine
     with freeze_time(T0) as frozen:
-        app.run()
+        run(app)
         frozen.move_to(T0 + timedelta(minutes=5))
         # Another host's run enqueued the 09:05 occurrence and is still running it.
 
@@ -120,7 +123,7 @@ def test_overlap_skip_while_previous_task_runs(db_url: str) -> None:
         )
         assert len(held.tasks) == 1
         frozen.move_to(T0 + timedelta(minutes=20))
-        summary = app.run()
+        summary = run(app)
     assert summary.scheduled == 0
     assert count(engine) == 1
     assert count(engine, tasks.c.status == RUNNING) == 1
@@ -134,15 +137,15 @@ def test_pruning_finished_tasks_never_refires(db_url: str) -> None:
     seen: list[datetime] = []
     app = hourly_app(db_url, "all", seen)
     with freeze_time(T0) as frozen:
-        app.run()
+        run(app)
         frozen.move_to(T0 + timedelta(hours=2))
-        app.run()
+        run(app)
         assert len(seen) == 2
         with app.engine.begin() as conn:
             conn.execute(tasks.delete())
-        app.run()
+        run(app)
         fresh = hourly_app(str(app.engine.url.render_as_string(hide_password=False)), "all", seen)
-        fresh.run()
+        run(fresh)
     assert len(seen) == 2
     assert count(app.engine) == 0
 
@@ -159,9 +162,9 @@ def test_a_schedule_can_run_a_registered_task_with_a_payload(db_url: str) -> Non
     app.schedule("0 9 * * *", task="report", name="report-big", payload={"size": 9})
     app.use_database(db_url)
     with freeze_time(T0 - timedelta(days=1)) as frozen:
-        app.run()
+        run(app)
         frozen.move_to(T0)
-        app.run()
+        run(app)
     assert sorted(got) == [1, 9]
     with app.engine.connect() as conn:
         keys = sorted(conn.execute(select(tasks.c.key)).scalars())
@@ -400,11 +403,11 @@ def test_schedule_row_keeps_progress_when_the_expression_changes(db_url: str) ->
     seen: list[datetime] = []
     app = hourly_app(db_url, "latest", seen)
     with freeze_time(T0):
-        app.run()
+        run(app)
     with app.engine.begin() as conn:
         conn.execute(update(schedules).values(cron="0 0 1 1 *"))
     with freeze_time(T0 + timedelta(hours=1)):
-        app.run()
+        run(app)
     row = schedule_row(app.engine, "hourly")
     assert row.cron == "0 * * * *"
     assert len(seen) == 1
@@ -424,13 +427,13 @@ def test_check_stale_crossed_not_crossed_never_and_after_prune(db_url: str) -> N
     seen: list[datetime] = []
     app = hourly_app(db_url, "latest", seen)
     with freeze_time(T0) as frozen:
-        app.run()  # first sight
+        run(app)  # first sight
         code, lines = run_check(db_url, "--stale", "hourly=2h")
         assert code == 1
         assert lines == ["stale: schedule 'hourly' has never succeeded (--stale hourly=2h)"]
         frozen.move_to(T0 + timedelta(minutes=30))  # 09:30: the 10:00 occurrence is not due
         frozen.move_to(T0 + timedelta(hours=1))  # 10:00:30
-        app.run()
+        run(app)
         assert len(seen) == 1
         frozen.move_to(T0 + timedelta(hours=2))
         code, lines = run_check(db_url, "--stale", "hourly=2h", "--max-silence", "2h")
@@ -453,7 +456,7 @@ def test_check_stale_crossed_not_crossed_never_and_after_prune(db_url: str) -> N
 @pytest.mark.parametrize("arg", ["nosuch=1h", "hourly", "hourly=soon", "=1h"])
 def test_check_stale_bad_input_exits_2(db_url: str, arg: str) -> None:
     seen: list[datetime] = []
-    hourly_app(db_url, "latest", seen).run()
+    run(hourly_app(db_url, "latest", seen))
     code, lines = run_check(db_url, "--stale", arg)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
@@ -519,16 +522,16 @@ def test_runs_every_five_minutes_through_a_dst_day(
     for i, expr in enumerate(expected):
         app.schedule(expr, task="tick", name=f"s{i}", tz=tz, catchup="all")
     app.use_database(url)
-    app.init_db()
+    init_schema(app.engine)
     zone = ZoneInfo(tz)
     start = datetime.fromisoformat(day).replace(tzinfo=zone).astimezone(UTC)
     end = (datetime.fromisoformat(day) + timedelta(days=1)).replace(tzinfo=zone).astimezone(UTC)
     with freeze_time(start - timedelta(seconds=1)) as frozen:
-        app.run()  # first sight, just before local midnight
+        run(app)  # first sight, just before local midnight
         moment = start
         while moment < end:
             frozen.move_to(moment + timedelta(seconds=30))
-            app.run()
+            run(app)
             moment += timedelta(minutes=5)
     with app.engine.connect() as conn:
         rows = conn.execute(select(tasks.c.schedule, tasks.c.scheduled_for)).all()

@@ -15,7 +15,8 @@ from tickrun import App, ConfigError, PayloadError, TickrunError, UnknownTask, U
 from tickrun.backoff import as_backoff, exponential
 from tickrun.durations import format_duration, parse_duration
 from tickrun.errors import Fail, Retry
-from tickrun.execution import MAX_TEXT_BYTES, TaskContext, bounded, describe
+from tickrun.execution import TaskContext
+from tickrun.failures import MAX_TEXT_BYTES, bounded, describe
 
 NOW = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 

@@ -1,72 +1,21 @@
-"""App: the registry of tasks (and their schedules), and enqueueing work."""
+"""App: the registry of an application's tasks and schedules, and enqueueing work."""
 
 from __future__ import annotations
 
-import inspect
-import json
-import math
-import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from tickrun import clock
-from tickrun.backoff import BackoffFn, BackoffSpec, as_backoff, exponential
-from tickrun.errors import ConfigError, PayloadError, UnknownTask, UsageError
-from tickrun.schema import PENDING
+from tickrun import clock, specs
+from tickrun.backoff import BackoffSpec
+from tickrun.errors import ConfigError, UnknownTask, UsageError
+from tickrun.specs import ScheduleSpec, TaskSpec
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.engine import Connection
 
-    from tickrun.runner import RunOptions, RunSummary
-    from tickrun.scheduler import ScheduleSpec
-
 T = TypeVar("T")
-_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-_QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")  # the queue column is 100 wide
-_INT32_MAX = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A registered handler and the options it was registered with."""
-
-    name: str
-    fn: Callable[..., Any]
-    max_attempts: int
-    backoff: BackoffFn
-    timeout: float | None
-    lease: float
-    queue: str
-    priority: int
-    context: bool
-    signature: inspect.Signature = field(repr=False)
-    fitting_keys: set[frozenset[str]] = field(default_factory=set, repr=False, compare=False)
-
-    def bind(self, payload: Mapping[str, Any]) -> None:
-        """Raise PayloadError unless the handler can be called with this payload."""
-        if any(not isinstance(k, str) for k in payload):
-            raise PayloadError("payload keys must be strings (they become keyword arguments)")
-        # Every key is passed by keyword, so whether a payload fits depends only on its keys.
-        keys = frozenset(payload)
-        if keys in self.fitting_keys:
-            return
-        args = (None,) if self.context else ()
-        try:
-            self.signature.bind(*args, **payload)
-        except TypeError as exc:
-            raise PayloadError(
-                f"payload does not fit {self.name}{self._shown_signature()}: {exc}"
-            ) from None
-        if len(self.fitting_keys) < 64:
-            self.fitting_keys.add(keys)
-
-    def _shown_signature(self) -> str:
-        params = list(self.signature.parameters.values())
-        return str(self.signature.replace(parameters=params[1:] if self.context else params))
 
 
 class Enqueued(NamedTuple):
@@ -86,7 +35,7 @@ class App:
         self.tasks: dict[str, TaskSpec] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
         self.import_ref: str | None = None  # "module:attr", set by the loader
-        self._engine: Engine | None = None
+        self._url: str | None = None  # the database this app uses, once resolved
 
     # -- registration -------------------------------------------------------------------
 
@@ -106,29 +55,20 @@ class App:
         """Register a handler: ``@app.task`` or ``@app.task(max_attempts=3, ...)``."""
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            task_name = name or func.__name__
-            self._check_options(task_name, max_attempts, timeout, lease, queue, priority)
-            if task_name in self.tasks:
-                raise ConfigError(f"task {task_name!r} is registered twice")
-            try:
-                backoff_fn = as_backoff(exponential() if backoff is None else backoff)
-            except ValueError as exc:
-                raise ConfigError(f"task {task_name!r}: {exc}") from None
-            signature = inspect.signature(func)
-            if context and not signature.parameters:
-                raise ConfigError(f"task {task_name!r}: context=True needs a first parameter")
-            self.tasks[task_name] = TaskSpec(
-                name=task_name,
-                fn=func,
+            spec = specs.task_spec(
+                func,
+                name=name or func.__name__,
                 max_attempts=max_attempts,
-                backoff=backoff_fn,
+                backoff=backoff,
                 timeout=timeout,
-                lease=float(lease),
+                lease=lease,
                 queue=queue,
                 priority=priority,
                 context=context,
-                signature=signature,
             )
+            if spec.name in self.tasks:
+                raise ConfigError(f"task {spec.name!r} is registered twice")
+            self.tasks[spec.name] = spec
             return func
 
         return register(fn) if fn is not None else register
@@ -150,13 +90,13 @@ class App:
         ``@app.task(...)`` below it already did). With ``task=``, it schedules an already
         registered task under ``name`` (default: the task's name) and returns the schedule.
         """
-        from tickrun.scheduler import make_spec
 
         def register(task_name: str) -> ScheduleSpec:
-            spec = make_spec(
-                self,
+            spec = specs.schedule_spec(
                 name=name or task_name,
-                task=task_name,
+                task=self.tasks.get(task_name),
+                task_name=task_name,
+                taken=self.schedules,
                 expr=cron,
                 tz=tz,
                 catchup=catchup,
@@ -179,58 +119,22 @@ class App:
 
         return decorate
 
-    @staticmethod
-    def _check_options(
-        name: str, max_attempts: int, timeout: float | None, lease: float, queue: str, priority: int
-    ) -> None:
-        problems = []
-        if not _NAME.match(name):
-            problems.append("name must be 1-200 letters, digits or _ . : -")
-        if (
-            not isinstance(max_attempts, int)
-            or isinstance(max_attempts, bool)
-            or not 1 <= max_attempts <= _INT32_MAX
-        ):
-            problems.append(
-                f"max_attempts must be an integer from 1 to {_INT32_MAX}, not {max_attempts!r}"
-            )
-        # Non-finite values would overflow the lease expiry or the child's wait mid-run.
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and 0 < timeout < math.inf
-        ):
-            problems.append(f"timeout must be a number of seconds > 0, not {timeout!r}")
-        if not (isinstance(lease, int | float) and 1 <= lease < math.inf):
-            problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
-        if not isinstance(queue, str) or not _QUEUE.match(queue):
-            problems.append(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
-        if not _is_priority(priority):
-            problems.append(f"priority must be a 32-bit integer, not {priority!r}")
-        if problems:
-            raise ConfigError(f"task {name!r}: " + "; ".join(problems))
-
     # -- database -----------------------------------------------------------------------
 
     def use_database(self, url: str) -> None:
         """Point this app at ``url`` (what the CLI does with the resolved configuration)."""
-        from tickrun.database import open_engine
-
-        self.database_url = url
-        self._engine = open_engine(url)
+        self._url = url
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
+        """The engine of this app's database; the one per URL that ``tickrun.database`` keeps."""
+        from tickrun.database import open_engine
+
+        if self._url is None:
             from tickrun.config import resolve_database_url
 
-            self.use_database(resolve_database_url(None, self).value)
-        assert self._engine is not None
-        return self._engine
-
-    def init_db(self) -> None:
-        """Create or upgrade the schema (``tickrun init``)."""
-        from tickrun.migrations import init_schema
-
-        init_schema(self.engine)
+            self._url = resolve_database_url(None, self.database_url).value
+        return open_engine(self._url)
 
     # -- enqueueing ---------------------------------------------------------------------
 
@@ -277,8 +181,10 @@ class App:
         values = self.task_row(task, payload, **options)
         if connection is None and values["key"] is None:
             return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
-        insert = lambda c: store.insert_task(c, values)  # noqa: E731
-        return Enqueued(*self._in_transaction(connection, insert, needs_transaction=False))
+        [(task_id, duplicate)] = self._in_transaction(
+            connection, lambda c: store.insert_tasks(c, [values]), needs_transaction=False
+        )
+        return Enqueued(task_id, duplicate)
 
     def enqueue_many(
         self, items: Iterable[tuple[str, Mapping[str, Any] | None]], *, connection: Any = None
@@ -287,17 +193,15 @@ class App:
 
         Returns the new tasks' ids, ascending.
         """
-        from tickrun import dialects
-        from tickrun.schema import tasks
+        from tickrun import store
 
         # One time for the whole batch: the rows then share their times, bound once.
         now = clock.now()
         rows = [self.task_row(name, payload, now=now) for name, payload in items]
         if not rows:
             return []
-        return sorted(
-            self._in_transaction(connection, lambda c: dialects.insert_many(c, tasks, rows))
-        )
+        inserted = self._in_transaction(connection, lambda c: store.insert_tasks(c, rows))
+        return sorted(task_id for task_id, _ in inserted)
 
     def _in_transaction(
         self, connection: Any, work: Callable[[Connection], T], *, needs_transaction: bool = True
@@ -317,52 +221,10 @@ class App:
             return work(conn)
 
     def task_row(
-        self,
-        task: str,
-        payload: Mapping[str, Any] | None,
-        *,
-        key: str | None = None,
-        delay: float | timedelta | None = None,
-        run_at: datetime | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        scheduled_for: datetime | None = None,
-        schedule: str | None = None,
-        now: datetime | None = None,
+        self, task: str, payload: Mapping[str, Any] | None, **options: Any
     ) -> dict[str, Any]:
-        """The checked row for a new task; raises before anything touches the database."""
-        spec = self.spec(task)
-        payload = {} if payload is None else payload
-        if not isinstance(payload, Mapping):
-            raise PayloadError(f"payload must be a JSON object, not {_json_kind(payload)}")
-        try:
-            text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
-        spec.bind(payload)
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
-            raise UsageError("key must be a string of 1 to 255 characters")
-        if priority is not None and not _is_priority(priority):
-            raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
-        if queue is not None and not (isinstance(queue, str) and _QUEUE.match(queue)):
-            raise UsageError(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
-        now = now or clock.now()
-        when = _when(now, delay, run_at)
-        return {
-            "name": spec.name,
-            "queue": queue or spec.queue,
-            "priority": spec.priority if priority is None else priority,
-            "status": PENDING,
-            "payload": text,
-            "key": key,
-            "run_at": when,
-            "claimable_at": when,
-            "attempts": 0,
-            "max_attempts": spec.max_attempts,
-            "created_at": now,
-            "scheduled_for": scheduled_for,
-            "schedule": schedule,
-        }
+        """The checked row for a new ``task`` (options of :func:`tickrun.specs.task_row`)."""
+        return specs.task_row(self.spec(task), payload, **options)
 
     def spec(self, task: str) -> TaskSpec:
         try:
@@ -370,35 +232,6 @@ class App:
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise UnknownTask(f"unknown task {task!r} (registered: {known})") from None
-
-    # -- running ------------------------------------------------------------------------
-
-    def run(self, options: RunOptions | None = None) -> RunSummary:
-        """One ``tickrun run``: claim and run due tasks until none is due or a limit is hit."""
-        from tickrun.runner import Runner, RunOptions
-
-        return Runner(self, self.engine, options or RunOptions()).run()
-
-    def resolve_import_ref(self) -> str:
-        """How a child process can import this app again (for tasks with a ``timeout``)."""
-        if self.import_ref:
-            return self.import_ref
-        for spec in self.tasks.values():
-            module = sys.modules.get(spec.fn.__module__)
-            if module is None or module.__name__ == "__main__":
-                continue
-            for attr, value in vars(module).items():
-                if value is self:
-                    return f"{module.__name__}:{attr}"
-        raise ConfigError(
-            "tasks with a timeout run in a child process, which must import the app: "
-            "load it as MODULE:ATTR (--app) or define it in an importable module"
-        )
-
-
-def _is_priority(value: Any) -> bool:
-    # The column is a 32-bit INTEGER: a larger value would fail on the server, not here.
-    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
 
 
 def _as_connection(connection: Any) -> Connection:
@@ -411,28 +244,3 @@ def _as_connection(connection: Any) -> Connection:
     if callable(get):
         return get()
     raise UsageError("connection= takes a SQLAlchemy Connection or Session")
-
-
-def _when(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:
-    if delay is not None and run_at is not None:
-        raise UsageError("give delay or run_at, not both")
-    if run_at is not None:
-        if not isinstance(run_at, datetime):
-            raise UsageError(f"run_at must be a datetime, not {run_at!r}")
-        return clock.as_utc(run_at)
-    if delay is None:
-        return now
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if not isinstance(seconds, int | float) or seconds < 0 or not math.isfinite(seconds):
-        raise UsageError(f"delay must be a number of seconds >= 0, not {delay!r}")
-    return now + timedelta(seconds=seconds)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if value is None or isinstance(value, bool | int | float):
-        return f"{json.dumps(value)}"
-    return type(value).__name__

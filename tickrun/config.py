@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tickrun.errors import ConfigError
-
-if TYPE_CHECKING:
-    from tickrun.app import App
 
 DEFAULT_URL = "sqlite:///tickrun.db"
 
@@ -50,12 +47,13 @@ def _resolve(flag: str | None, env: str, key: str) -> Setting | None:
     return None
 
 
-def resolve_database_url(flag: str | None, app: App | None = None) -> Setting:
+def resolve_database_url(flag: str | None, app_url: str | None = None) -> Setting:
+    """The database to use; ``app_url`` is the application's own ``App(database_url=...)``."""
     found = _resolve(flag, "TICKRUN_DATABASE_URL", "database_url")
     if found:
         return found
-    if app is not None and app.database_url:
-        return Setting(app.database_url, "application")
+    if app_url:
+        return Setting(app_url, "application")
     return Setting(DEFAULT_URL, "default")
 
 

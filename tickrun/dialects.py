@@ -33,6 +33,8 @@ from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import TypeEngine
 
+from tickrun.schema import CLAIM_ORDER_MARIADB
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -259,11 +261,10 @@ def for_claim(stmt: Select[Any], conn: Connection) -> Select[Any]:
     else:
         # The same order through claim_priority, which equals priority on unfinished rows.
         (table,) = stmt.get_final_froms()
-        c = table.c
         stmt = (
-            stmt.where(c.claim_priority.isnot(None))
+            stmt.where(table.c.claim_priority.isnot(None))
             .order_by(None)
-            .order_by(c.claim_priority.desc(), c.claimable_at, c.id)
+            .order_by(*CLAIM_ORDER_MARIADB)
         )
         hint = "FORCE INDEX (ix_tickrun_tasks_claim_mariadb)"
         stmt = stmt.with_hint(table, hint, "mysql").with_hint(table, hint, "mariadb")

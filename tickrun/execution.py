@@ -14,12 +14,12 @@ import os
 import signal
 import threading
 import time
-import traceback as tb
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tickrun.errors import Fail, LeaseLost, Retry
+from tickrun.failures import bounded, describe
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection as Pipe
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
     from tickrun.app import TaskSpec
 
-MAX_TEXT_BYTES = 64 * 1024
 LEASE_POLL = 0.1  # seconds between looks at the lease while a child process works
 
 
@@ -63,32 +62,6 @@ class Result:
     error: str | None = None
     traceback: str | None = None
     delay: float | None = None
-
-
-def bounded(text: str, limit: int = MAX_TEXT_BYTES) -> str:
-    """``text`` cut to at most ``limit`` bytes of UTF-8, keeping its head and its tail."""
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= limit:
-        return raw.decode("utf-8")  # lone surrogates, replaced: no driver can store them
-    marker = f"\n... [{len(raw) - limit} bytes cut] ...\n".encode()
-    keep = (limit - len(marker)) // 2
-    head = raw[:keep].decode("utf-8", "ignore")
-    tail = raw[-keep:].decode("utf-8", "ignore")
-    return head + marker.decode() + tail
-
-
-def describe(exc: BaseException) -> tuple[str, str]:
-    """(``Type: message``, traceback), each bounded; works when ``str(exc)`` itself raises."""
-    kind = type(exc).__qualname__
-    try:
-        message = str(exc)
-    except BaseException as inner:  # noqa: BLE001 - a broken __str__ must not hide the failure
-        message = f"<str() of the exception raised {type(inner).__qualname__}>"
-    try:
-        trace = "".join(tb.format_exception(exc))
-    except BaseException:  # noqa: BLE001
-        trace = f"{kind}: <traceback could not be formatted>"
-    return bounded(f"{kind}: {message}" if message else kind), bounded(trace)
 
 
 def decode_payload(payload: str) -> dict[str, Any]:

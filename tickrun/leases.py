@@ -13,7 +13,7 @@ never later than the expiry the database holds):
 * at ``lease - margin / 2``, if the run has not ended by itself (its main thread is still
   waiting on the database), the ``tickrun`` program exits with code 3: Python cannot stop a
   thread, and a handler that ignores ``ctx`` must not run beside the next claim's. A run
-  started from Python (``app.run()``) never ends its caller's process; it raises
+  started from Python (``tickrun.runner.run(app)``) never ends its caller's process; it raises
   ``DatabaseError`` once the database answers or fails.
 
 ``margin`` is a fifth of the lease, at most 5 s. The guarantee holds while the hosts' clocks

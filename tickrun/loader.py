@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tickrun.errors import ConfigError, TickrunError
+from tickrun.failures import describe
 
 if TYPE_CHECKING:
     from tickrun.app import App
@@ -44,7 +45,22 @@ def load_app(ref: str) -> App:
     return app
 
 
-def _one_line(exc: BaseException) -> str:
-    from tickrun.execution import describe
+def import_ref(app: App) -> str:
+    """How a child process can import ``app`` again (for tasks with a ``timeout``)."""
+    if app.import_ref:
+        return app.import_ref
+    for spec in app.tasks.values():
+        module = sys.modules.get(spec.fn.__module__)
+        if module is None or module.__name__ == "__main__":
+            continue
+        for attr, value in vars(module).items():
+            if value is app:
+                return f"{module.__name__}:{attr}"
+    raise ConfigError(
+        "tasks with a timeout run in a child process, which must import the app: "
+        "load it as MODULE:ATTR (--app) or define it in an importable module"
+    )
 
+
+def _one_line(exc: BaseException) -> str:
     return " ".join(describe(exc)[0].split())[:500]

@@ -27,9 +27,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from tickrun import clock, store
 from tickrun.database import describe_db_error
 from tickrun.errors import DatabaseError
-from tickrun.execution import ChildPool, Result, describe, invoke, make_context
+from tickrun.execution import ChildPool, Result, invoke, make_context
+from tickrun.failures import describe
 from tickrun.leases import LeaseGuard
-from tickrun.schema import DEAD, RETRYING, SUCCEEDED
+from tickrun.lifecycle import DEAD, RETRYING, SUCCEEDED, Outcome, after_failure
+from tickrun.loader import import_ref
 
 if TYPE_CHECKING:
     from tickrun.app import App
@@ -37,6 +39,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickrun")
 
 FAIL_ON = ("dead", "failure", "never")
+_OUTCOMES = {
+    "error": Outcome.FAILED,
+    "fail": Outcome.FAILED,
+    "retry": Outcome.RETRY,
+    "timeout": Outcome.TIMEOUT,
+}
 FALLBACK_DELAY = 60.0
 MAX_DELAY = 100 * 365 * 86400.0  # far enough to mean "not soon", near enough for a datetime
 
@@ -95,6 +103,12 @@ class RunSummary:
         )
 
 
+def run(app: App, options: RunOptions | None = None) -> RunSummary:
+    """One ``tickrun run`` in this process: claim and run due tasks until none is due or a
+    limit is hit."""
+    return Runner(app, app.engine, options or RunOptions()).run()
+
+
 class Runner:
     def __init__(self, app: App, engine: Engine, options: RunOptions) -> None:
         if options.fail_on not in FAIL_ON:
@@ -106,7 +120,7 @@ class Runner:
         self.leases = {name: spec.lease for name, spec in app.tasks.items()}
         self.summary = RunSummary(worker=self.worker)
         self._jobs: queue.Queue[store.Claimed | None] = queue.Queue()
-        self._results: queue.Queue[store.Outcome] = queue.Queue()
+        self._results: queue.Queue[store.Ended] = queue.Queue()
         self._held: dict[int, store.Claimed] = {}
         self._signals = 0
         self._children: ChildPool | None = None
@@ -176,7 +190,7 @@ class Runner:
 
     def _loop(self, began: float) -> None:
         opts = self.options
-        pending: list[store.Outcome] = []
+        pending: list[store.Ended] = []
         first_pending = 0.0
         exhausted = False
         next_beat = time.monotonic() + self._beat_interval()
@@ -308,30 +322,29 @@ class Runner:
 
     def _child_pool(self) -> ChildPool:
         if self._children is None:
-            self._children = ChildPool(self.app.resolve_import_ref())
+            self._children = ChildPool(import_ref(self.app))
         return self._children
 
-    def _outcome(self, task: store.Claimed, result: Result) -> store.Outcome:
+    def _outcome(self, task: store.Claimed, result: Result) -> store.Ended:
         now = clock.now()
         if result.kind == "ok":
-            return store.Outcome(task, "succeeded", SUCCEEDED, now)
+            return store.Ended(task, Outcome.SUCCEEDED, SUCCEEDED, now)
         spec = self.app.tasks[task.name]
-        outcome = {"error": "failed", "retry": "retry", "fail": "failed", "timeout": "timeout"}[
-            result.kind
-        ]
-        if result.kind == "fail" or task.attempt >= task.max_attempts:
-            return store.Outcome(task, outcome, DEAD, now, None, result.error, result.traceback)
+        outcome = _OUTCOMES[result.kind]
+        status = after_failure(task.attempt, task.max_attempts, final=result.kind == "fail")
+        if status == DEAD:
+            return store.Ended(task, outcome, DEAD, now, None, result.error, result.traceback)
         try:
             delay = float(result.delay if result.delay is not None else spec.backoff(task.attempt))
         except Exception:  # a user's backoff callable must not lose the outcome
             log.exception("task %s: backoff raised; retrying in %ss", task.name, FALLBACK_DELAY)
             delay = FALLBACK_DELAY
         run_at = now + timedelta(seconds=min(max(0.0, delay), MAX_DELAY))  # inf, NaN too
-        return store.Outcome(task, outcome, RETRYING, now, run_at, result.error, result.traceback)
+        return store.Ended(task, outcome, RETRYING, now, run_at, result.error, result.traceback)
 
     # -- recording ----------------------------------------------------------------------
 
-    def _record(self, outcomes: list[store.Outcome]) -> None:
+    def _record(self, outcomes: list[store.Ended]) -> None:
         written = store.record(self.engine, outcomes, now=clock.now(), worker=self.worker)
         for o in outcomes:
             if o.started_at is not None:
@@ -397,11 +410,11 @@ class Runner:
         now = clock.now()
         outcomes = []
         for task in self._held.values():
-            status = DEAD if task.attempt >= task.max_attempts else RETRYING
+            status = after_failure(task.attempt, task.max_attempts)
             outcomes.append(
-                store.Outcome(
+                store.Ended(
                     task,
-                    "interrupted",
+                    Outcome.INTERRUPTED,
                     status,
                     now,
                     now if status == RETRYING else None,

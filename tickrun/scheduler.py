@@ -1,4 +1,4 @@
-"""Cron schedules: their registration, and enqueueing the occurrences that came due.
+"""Cron schedules: enqueueing the occurrences that came due, and listing their progress.
 
 A schedule's progress (the last fire time it has handled) lives in ``tickrun_schedules``, not
 in task rows or memory, so fresh processes on any host agree on what is due and pruning
@@ -10,71 +10,19 @@ runs never wait on each other here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select, update
 
 from tickrun import cron, dialects, store
-from tickrun.errors import PayloadError, ScheduleError
-from tickrun.schema import RUNNING, WAITING, schedules, tasks
+from tickrun.lifecycle import RUNNING, WAITING
+from tickrun.schema import schedules, tasks
 
 if TYPE_CHECKING:
     from tickrun.app import App
-
-OVERLAP = ("allow", "skip")
-
-
-@dataclass(frozen=True)
-class ScheduleSpec:
-    name: str
-    task: str
-    cron: str
-    tz: str
-    catchup: str
-    overlap: str
-    payload: Mapping[str, Any] = field(default_factory=dict)
-
-
-def make_spec(
-    app: App,
-    *,
-    name: str,
-    task: str,
-    expr: str,
-    tz: str,
-    catchup: str,
-    overlap: str,
-    payload: Mapping[str, Any] | None,
-) -> ScheduleSpec:
-    """Validate a schedule when the application loads; errors name the schedule."""
-
-    def fail(problem: str) -> ScheduleError:
-        return ScheduleError(f"schedule {name!r}: {problem}")
-
-    if not isinstance(name, str) or not 0 < len(name) <= 200:  # the width of its column
-        raise fail("name must be a string of 1 to 200 characters")
-    if name in app.schedules:
-        raise fail("a schedule with this name is already registered")
-    if not isinstance(expr, str) or not isinstance(tz, str):
-        raise fail("cron expression and tz must be strings")
-    try:
-        cron.validate(expr, tz)
-    except cron.CronError as exc:
-        raise fail(str(exc)) from None
-    if catchup not in cron.CATCHUP_POLICIES:
-        raise fail(f"catchup must be one of {', '.join(cron.CATCHUP_POLICIES)}, not {catchup!r}")
-    if overlap not in OVERLAP:
-        raise fail(f"overlap must be one of {', '.join(OVERLAP)}, not {overlap!r}")
-    if task not in app.tasks:
-        raise fail(f"unknown task {task!r}")
-    try:
-        app.task_row(task, payload)
-    except PayloadError as exc:
-        raise fail(str(exc)) from None
-    return ScheduleSpec(name, task, expr, tz, catchup, overlap, dict(payload or {}))
+    from tickrun.specs import ScheduleSpec
 
 
 def occurrence_key(name: str, fire: datetime) -> str:
@@ -157,7 +105,7 @@ def _advance(app: App, conn: Any, spec: ScheduleSpec, row: Any, now: datetime) -
             scheduled_for=fire,
             schedule=spec.name,
         )
-        _, duplicate = store.insert_task(conn, values)
+        [(_, duplicate)] = store.insert_tasks(conn, [values])
         added += not duplicate
     conn.execute(
         update(schedules)

@@ -1,16 +1,6 @@
 """The tables, as SQLAlchemy Core metadata. Every table is prefixed ``tickrun_``.
 
-Statuses, and who moves a task in and out of each:
-
-- ``pending``: set by enqueue (and by ``dlq retry`` / a released claim); left when a run claims it.
-- ``running``: set by a run's claim; left when that run records the outcome, releases the task
-  on shutdown, or when a later run reclaims it after its lease expired.
-- ``retrying``: set by a run when an attempt failed and attempts remain; left on the next claim
-  or by ``cancel``.
-- ``succeeded``: set by the run whose handler returned; final (``prune`` deletes it).
-- ``dead``: set by a run when attempts ran out or the handler raised ``Fail``; left by
-  ``dlq retry`` (back to ``pending``) or ``dlq purge``.
-- ``cancelled``: set by ``cancel`` on a pending or retrying task; final.
+Statuses are in :mod:`tickrun.lifecycle`.
 
 ``claimable_at`` is what the claim query orders and filters on: the ``run_at`` of a waiting task,
 the lease expiry of a running one, and NULL once the task is finished, so one partial index
@@ -39,12 +29,6 @@ from sqlalchemy import (
 
 # 2: SQLite tables whose ids users see (tasks, runs) are AUTOINCREMENT, so ids are never reused.
 SCHEMA_VERSION = 2
-
-PENDING, RUNNING, RETRYING = "pending", "running", "retrying"
-SUCCEEDED, DEAD, CANCELLED = "succeeded", "dead", "cancelled"
-STATUSES = (PENDING, RUNNING, RETRYING, SUCCEEDED, DEAD, CANCELLED)
-WAITING = (PENDING, RETRYING)
-FINISHED = (SUCCEEDED, CANCELLED)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -173,21 +157,17 @@ tasks = Table(
     UniqueConstraint("key", name="uq_tickrun_tasks_key"),
 )
 
-# The claim query's exact order; partial where the database can (see ddl_options), so
+# The claim order (priority, then run_at or lease expiry, then enqueue order) and its index,
+# partial where the database can (see ddl_options), so
 # finished rows cost nothing.
-claim_index = Index(
-    "ix_tickrun_tasks_claim", tasks.c.priority.desc(), tasks.c.claimable_at, tasks.c.id
-)
+CLAIM_ORDER = (tasks.c.priority.desc(), tasks.c.claimable_at, tasks.c.id)
+claim_index = Index("ix_tickrun_tasks_claim", *CLAIM_ORDER)
 # MariaDB has no partial indexes and sorts NULL first: in the index above, finished rows would
 # stand before every due row (17 claims/s beside 1,000,000 finished rows). Descending, the NULL
 # claim_priority of finished rows sorts last, and "claim_priority IS NOT NULL" is a range that
 # holds only unfinished rows, as the partial index does elsewhere.
-Index(
-    "ix_tickrun_tasks_claim_mariadb",
-    tasks.c.claim_priority.desc(),
-    tasks.c.claimable_at,
-    tasks.c.id,
-).ddl_if(dialect=("mysql", "mariadb"))
+CLAIM_ORDER_MARIADB = (tasks.c.claim_priority.desc(), tasks.c.claimable_at, tasks.c.id)
+Index("ix_tickrun_tasks_claim_mariadb", *CLAIM_ORDER_MARIADB).ddl_if(dialect=("mysql", "mariadb"))
 Index("ix_tickrun_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
 Index("ix_tickrun_tasks_schedule", tasks.c.schedule, tasks.c.status)
 
@@ -257,3 +237,17 @@ def apply_ddl_options() -> None:
         table.dialect_kwargs["sqlite_autoincrement"] = True
     claim_index.dialect_kwargs["postgresql_where"] = tasks.c.claimable_at.isnot(None)
     claim_index.dialect_kwargs["sqlite_where"] = tasks.c.claimable_at.isnot(None)
+
+
+# TEMPORARY re-export for tickrun/queries.py until it is split (issue 10); removed after.
+from tickrun.lifecycle import (  # noqa: E402, F401
+    CANCELLED,
+    DEAD,
+    FINISHED,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    WAITING,
+)

@@ -52,7 +52,8 @@ class Context:
 
         setting = resolve_database_url(self.db_flag)
         if setting.source == "default" and resolve_app_ref(self.app_flag) is not None:
-            setting = resolve_database_url(self.db_flag, self.app(required=False))
+            app = self.app(required=False)
+            setting = resolve_database_url(self.db_flag, app.database_url if app else None)
         self.url = setting.value
         if not create:
             check_exists(self.url)

@@ -547,7 +547,7 @@ def _doctor(ctx: Context) -> tuple[list[tuple[str, str]], TickrunError | None]:
         else:
             lines.append(("application", f"{ref.value} (from {ref.source})"))
             app = ctx.app()
-        setting = resolve_database_url(ctx.db_flag, app)
+        setting = resolve_database_url(ctx.db_flag, app.database_url if app else None)
     except TickrunError as exc:
         errors.append(exc)
         lines.append(("", f"  error: {exc}"))

@@ -1,0 +1,261 @@
+"""Task and schedule specs, and every check of what a user registers or enqueues.
+
+Pure: nothing here touches the database, so a bad option or payload is refused before
+anything is written (``App`` registers specs and enqueues the rows built here).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tickrun import clock
+from tickrun.backoff import BackoffFn, BackoffSpec, as_backoff, exponential
+from tickrun.errors import ConfigError, PayloadError, ScheduleError, UsageError
+from tickrun.lifecycle import Status
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")  # the queue column is 100 wide
+_INT32_MAX = 2**31 - 1
+OVERLAP = ("allow", "skip")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered handler and the options it was registered with."""
+
+    name: str
+    fn: Callable[..., Any]
+    max_attempts: int
+    backoff: BackoffFn
+    timeout: float | None
+    lease: float
+    queue: str
+    priority: int
+    context: bool
+    signature: inspect.Signature = field(repr=False)
+    fitting_keys: set[frozenset[str]] = field(default_factory=set, repr=False, compare=False)
+
+    def bind(self, payload: Mapping[str, Any]) -> None:
+        """Raise PayloadError unless the handler can be called with this payload."""
+        if any(not isinstance(k, str) for k in payload):
+            raise PayloadError("payload keys must be strings (they become keyword arguments)")
+        # Every key is passed by keyword, so whether a payload fits depends only on its keys.
+        keys = frozenset(payload)
+        if keys in self.fitting_keys:
+            return
+        args = (None,) if self.context else ()
+        try:
+            self.signature.bind(*args, **payload)
+        except TypeError as exc:
+            raise PayloadError(
+                f"payload does not fit {self.name}{self._shown_signature()}: {exc}"
+            ) from None
+        if len(self.fitting_keys) < 64:
+            self.fitting_keys.add(keys)
+
+    def _shown_signature(self) -> str:
+        params = list(self.signature.parameters.values())
+        return str(self.signature.replace(parameters=params[1:] if self.context else params))
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str
+    task: str
+    cron: str
+    tz: str
+    catchup: str
+    overlap: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+def task_spec(
+    fn: Callable[..., Any],
+    *,
+    name: str,
+    max_attempts: int,
+    backoff: BackoffSpec | None,
+    timeout: float | None,
+    lease: float,
+    queue: str,
+    priority: int,
+    context: bool,
+) -> TaskSpec:
+    """A checked TaskSpec; ConfigError names the task and every problem found."""
+    problems = []
+    if not _NAME.match(name):
+        problems.append("name must be 1-200 letters, digits or _ . : -")
+    if (
+        not isinstance(max_attempts, int)
+        or isinstance(max_attempts, bool)
+        or not 1 <= max_attempts <= _INT32_MAX
+    ):
+        problems.append(
+            f"max_attempts must be an integer from 1 to {_INT32_MAX}, not {max_attempts!r}"
+        )
+    # Non-finite values would overflow the lease expiry or the child's wait mid-run.
+    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+        problems.append(f"timeout must be a number of seconds > 0, not {timeout!r}")
+    if not (isinstance(lease, int | float) and 1 <= lease < math.inf):
+        problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
+    if not isinstance(queue, str) or not _QUEUE.match(queue):
+        problems.append(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
+    if not is_priority(priority):
+        problems.append(f"priority must be a 32-bit integer, not {priority!r}")
+    if problems:
+        raise ConfigError(f"task {name!r}: " + "; ".join(problems))
+    try:
+        backoff_fn = as_backoff(exponential() if backoff is None else backoff)
+    except ValueError as exc:
+        raise ConfigError(f"task {name!r}: {exc}") from None
+    signature = inspect.signature(fn)
+    if context and not signature.parameters:
+        raise ConfigError(f"task {name!r}: context=True needs a first parameter")
+    return TaskSpec(
+        name=name,
+        fn=fn,
+        max_attempts=max_attempts,
+        backoff=backoff_fn,
+        timeout=timeout,
+        lease=float(lease),
+        queue=queue,
+        priority=priority,
+        context=context,
+        signature=signature,
+    )
+
+
+def schedule_spec(
+    *,
+    name: str,
+    task: TaskSpec | None,
+    task_name: str,
+    taken: Collection[str],
+    expr: str,
+    tz: str,
+    catchup: str,
+    overlap: str,
+    payload: Mapping[str, Any] | None,
+) -> ScheduleSpec:
+    """Validate a schedule when the application loads; errors name the schedule.
+
+    ``task`` is the registered spec of ``task_name`` (None: unknown), ``taken`` the names of
+    the schedules already registered.
+    """
+
+    from tickrun import cron  # croniter is imported only by apps that have schedules
+
+    def fail(problem: str) -> ScheduleError:
+        return ScheduleError(f"schedule {name!r}: {problem}")
+
+    if not isinstance(name, str) or not 0 < len(name) <= 200:  # the width of its column
+        raise fail("name must be a string of 1 to 200 characters")
+    if name in taken:
+        raise fail("a schedule with this name is already registered")
+    if not isinstance(expr, str) or not isinstance(tz, str):
+        raise fail("cron expression and tz must be strings")
+    try:
+        cron.validate(expr, tz)
+    except cron.CronError as exc:
+        raise fail(str(exc)) from None
+    if catchup not in cron.CATCHUP_POLICIES:
+        raise fail(f"catchup must be one of {', '.join(cron.CATCHUP_POLICIES)}, not {catchup!r}")
+    if overlap not in OVERLAP:
+        raise fail(f"overlap must be one of {', '.join(OVERLAP)}, not {overlap!r}")
+    if task is None:
+        raise fail(f"unknown task {task_name!r}")
+    try:
+        encode_payload(task, payload)
+    except PayloadError as exc:
+        raise fail(str(exc)) from None
+    return ScheduleSpec(name, task_name, expr, tz, catchup, overlap, dict(payload or {}))
+
+
+def encode_payload(spec: TaskSpec, payload: Mapping[str, Any] | None) -> str:
+    """The payload as stored: a JSON object that fits the handler, else PayloadError."""
+    payload = {} if payload is None else payload
+    if not isinstance(payload, Mapping):
+        raise PayloadError(f"payload must be a JSON object, not {_json_kind(payload)}")
+    try:
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
+    spec.bind(payload)
+    return text
+
+
+def task_row(
+    spec: TaskSpec,
+    payload: Mapping[str, Any] | None,
+    *,
+    key: str | None = None,
+    delay: float | timedelta | None = None,
+    run_at: datetime | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    scheduled_for: datetime | None = None,
+    schedule: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The checked row for a new task; raises before anything touches the database."""
+    text = encode_payload(spec, payload)
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
+        raise UsageError("key must be a string of 1 to 255 characters")
+    if priority is not None and not is_priority(priority):
+        raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
+    if queue is not None and not (isinstance(queue, str) and _QUEUE.match(queue)):
+        raise UsageError(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
+    now = now or clock.now()
+    when = _when(now, delay, run_at)
+    return {
+        "name": spec.name,
+        "queue": queue or spec.queue,
+        "priority": spec.priority if priority is None else priority,
+        "status": Status.PENDING,
+        "payload": text,
+        "key": key,
+        "run_at": when,
+        "claimable_at": when,
+        "attempts": 0,
+        "max_attempts": spec.max_attempts,
+        "created_at": now,
+        "scheduled_for": scheduled_for,
+        "schedule": schedule,
+    }
+
+
+def is_priority(value: Any) -> bool:
+    # The column is a 32-bit INTEGER: a larger value would fail on the server, not here.
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+
+
+def _when(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:
+    if delay is not None and run_at is not None:
+        raise UsageError("give delay or run_at, not both")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise UsageError(f"run_at must be a datetime, not {run_at!r}")
+        return clock.as_utc(run_at)
+    if delay is None:
+        return now
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if not isinstance(seconds, int | float) or seconds < 0 or not math.isfinite(seconds):
+        raise UsageError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    return now + timedelta(seconds=seconds)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None or isinstance(value, bool | int | float):
+        return f"{json.dumps(value)}"
+    return type(value).__name__
