@@ -242,5 +242,8 @@ def _as_connection(connection: Any) -> Connection:
         return connection
     get = getattr(connection, "connection", None)
     if callable(get):
-        return get()
+        found = get()
+        if isinstance(found, Connection):
+            return found
+    raise UsageError("connection= takes a SQLAlchemy Connection or Session")
     raise UsageError("connection= takes a SQLAlchemy Connection or Session")

@@ -255,10 +255,10 @@ def _fires(spec: _Spec, after: datetime) -> Iterator[datetime]:
     """Every fire time strictly after ``after``, ascending."""
     local = after.astimezone(spec.zone)
     start = local.replace(tzinfo=None)
-    repeat = local.replace(fold=1)
-    if local.fold == 0 and repeat.utcoffset() != local.utcoffset():
+    offset, repeat_offset = local.utcoffset(), local.replace(fold=1).utcoffset()
+    if local.fold == 0 and offset is not None and repeat_offset is not None:
         # In the first pass of a repeated hour, earlier wall times still fire in the second.
-        start -= local.utcoffset() - repeat.utcoffset()
+        start -= offset - repeat_offset
     # Wall order is instant order except in a repeated hour, where a wildcard schedule's second
     # pass interleaves with its first; the heap holds instants until no later wall can precede
     # them, since the earliest instant of each wall time never decreases.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Engine,
@@ -29,13 +29,20 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy import inspect as inspect_db
 from sqlalchemy import table as lightweight_table
-from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.engine import Connection, CursorResult, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.types import TypeEngine
 
 from tickrun.schema import CLAIM_ORDER_MARIADB
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the one row an INSERT added."""
+    key = result.inserted_primary_key
+    assert key is not None, "not a single-row INSERT"
+    return int(key[0])
 
 
 def kind(bind: Engine | Connection) -> str:
@@ -178,8 +185,8 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
         raw = engine.raw_connection()
     except dbapi_error as exc:  # raw_connection() leaves a failed connect unwrapped
         raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
-    driver = raw.driver_connection
-    cursor = None
+    driver: Any = raw.driver_connection
+    cursor: Any = None
     try:
         cursor = raw.cursor()
         if backend == "postgresql":
@@ -188,7 +195,7 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
             driver.autocommit = True
             try:
                 cursor.execute(sql, params)
-                return cursor.fetchone()[0]
+                return int(cursor.fetchone()[0])
             finally:
                 try:
                     driver.autocommit = False
@@ -199,7 +206,7 @@ def insert_one(engine: Engine, table: Table, row: dict[str, Any]) -> int:
         if backend == "sqlite":
             cursor.execute("BEGIN IMMEDIATE")  # see configure(): take the write lock up front
         cursor.execute(sql, params)
-        new_id = cursor.lastrowid
+        new_id = int(cursor.lastrowid)
         raw.commit()
         return new_id
     except dbapi_error as exc:
@@ -292,7 +299,7 @@ def insert_unless_exists(
     # transaction may be ours or theirs: a savepoint keeps either intact.
     try:
         with conn.begin_nested():
-            return conn.execute(insert(table), values).inserted_primary_key[0]
+            return inserted_id(conn.execute(insert(table), values))
     except IntegrityError as exc:
         if getattr(exc.orig, "args", (None,))[0] != 1062:  # ER_DUP_ENTRY
             raise
@@ -303,13 +310,15 @@ def insert_unless_exists(
 def _insert_or_nothing(backend: str, table: Table, unique: str) -> Any:
     """Built once: constructing a statement per enqueue costs more than running it."""
     if backend == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table)
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return (
-        dialect_insert(table)
-        .on_conflict_do_nothing(index_elements=[unique])
-        .returning(*table.primary_key.columns)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)
+    return stmt.on_conflict_do_nothing(index_elements=[unique]).returning(
+        *table.primary_key.columns
     )
 
 
@@ -372,7 +381,7 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
 
 def _is_text(type_: TypeEngine[Any]) -> bool:
     while isinstance(type_, TypeDecorator):
-        type_ = type_.impl  # an instance on SQLAlchemy 2.0 and 2.1
+        type_ = cast(TypeEngine[Any], type_.impl)  # an instance on SQLAlchemy 2.0 and 2.1
     return isinstance(type_, String)
 
 
@@ -404,7 +413,7 @@ def existing_key_id(conn: Connection, table: Table, key: str) -> int:
     stmt = select(table.c.id).where(table.c.key == key)
     if kind(conn) == "mysql":
         stmt = stmt.with_for_update(read=True)
-    return conn.execute(stmt).scalar_one()
+    return int(conn.execute(stmt).scalar_one())
 
 
 def lock_schema(conn: Connection) -> None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection as Pipe
     from multiprocessing.process import BaseProcess
 
-    from tickrun.app import TaskSpec
+    from tickrun.specs import TaskSpec
 
 LEASE_POLL = 0.1  # seconds between looks at the lease while a child process works
 

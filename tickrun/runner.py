@@ -426,12 +426,12 @@ class Runner:
 
     # -- signals and exit ---------------------------------------------------------------
 
-    def _install_signals(self) -> dict[int, object]:
+    def _install_signals(self) -> dict[int, signal._HANDLER]:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             self._signals += 1
             self.summary.interrupted = True
 
-        previous = {}
+        previous: dict[int, signal._HANDLER] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
         return previous

@@ -85,11 +85,11 @@ def insert_tasks(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple
     the existing task's id; several rows go in one statement, so they must have no key.
     """
     if len(rows) != 1:
-        return [(new_id, False) for new_id in dialects.insert_many(conn, tasks, rows)]
+        return [(new_id, False) for new_id in dialects.insert_many(conn, tasks, list(rows))]
     (values,) = rows
     key = values.get("key")
     if key is None:
-        return [(conn.execute(INSERT_TASK, values).inserted_primary_key[0], False)]
+        return [(dialects.inserted_id(conn.execute(INSERT_TASK, values)), False)]
     new_id = dialects.insert_unless_exists(conn, tasks, values)
     if new_id is not None:
         return [(new_id, False)]
@@ -231,7 +231,9 @@ def _owned(conn: Connection, held: Iterable[Claimed]) -> list[Claimed]:
     if not held:
         return []
     stmt = select(tasks.c.id, tasks.c.claim_token).where(tasks.c.id.in_([c.id for c in held]))
-    current = dict(conn.execute(dialects.locked(stmt, conn)).all())
+    current: dict[int, str | None] = {
+        row.id: row.claim_token for row in conn.execute(dialects.locked(stmt, conn))
+    }
     return [c for c in held if current.get(c.id) == c.token]
 
 
@@ -342,18 +344,20 @@ def release(engine: Engine, held: Iterable[Claimed], now: datetime) -> int:
 
 def start_run(engine: Engine, *, host: str, worker: str, pid: int, now: datetime) -> int:
     with engine.begin() as conn:
-        return conn.execute(
-            insert(runs).values(
-                started_at=now,
-                host=host,
-                worker=worker,
-                pid=pid,
-                claimed=0,
-                succeeded=0,
-                retried=0,
-                dead=0,
+        return dialects.inserted_id(
+            conn.execute(
+                insert(runs).values(
+                    started_at=now,
+                    host=host,
+                    worker=worker,
+                    pid=pid,
+                    claimed=0,
+                    succeeded=0,
+                    retried=0,
+                    dead=0,
+                )
             )
-        ).inserted_primary_key[0]
+        )
 
 
 def finish_run(
