@@ -1,12 +1,13 @@
 """Seeing and repairing the queue: due, failures, dlq (retry, purge), show, stats, cancel, prune,
-check, doctor. Parse, call tickrun.queries, render; no SQL here."""
+check, doctor. Parse, call the read models (tickrun.listings, tickrun.health, tickrun.doctor) or
+the repairs (tickrun.maintenance), render; no SQL here."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,9 +16,12 @@ from tickrun.errors import TickrunError, UsageError
 from tickrun.output import Column
 
 if TYPE_CHECKING:
-    from tickrun.queries import Moved
+    from tickrun.listings import TaskDetail
+    from tickrun.maintenance import Moved
 
 SHOWN_IDS = 20
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _secs(value: float | None) -> str:
@@ -97,14 +101,14 @@ def due(
 
     Example: tickrun due --queue emails --limit 20
     """
-    from tickrun import clock, queries
+    from tickrun import clock, listings
     from tickrun.output import render
 
-    rows = queries.due(ctx.engine(), clock.now(), queue=queue, task=task_name, limit=limit)
-    click.echo(render(rows, queries.DUE_FIELDS, fmt, "(nothing due)", DUE_COLUMNS))
+    rows = listings.due(ctx.engine(), clock.now(), queue=queue, task=task_name, limit=limit)
+    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", DUE_COLUMNS))
 
 
-def since_option(help_text: str) -> Any:
+def since_option(help_text: str) -> Callable[[_F], _F]:
     """``--since DURATION`` (default 24h): the window a listing or a statistic looks back over."""
     return click.option(
         "--since",
@@ -130,11 +134,11 @@ def failures(
 
     Example: tickrun failures --since 2h --task send_welcome_email
     """
-    from tickrun import clock, queries
+    from tickrun import clock, listings
     from tickrun.output import render
 
     now = clock.now()
-    rows = queries.failures(ctx.engine(), now, since=since, task=task_name, limit=limit)
+    rows = listings.failures(ctx.engine(), now, since=since, task=task_name, limit=limit)
     columns = [
         Column("id", align="right"),
         Column("task", shrink=10, shrink_last=True),
@@ -144,7 +148,7 @@ def failures(
         Column("next_run_at", "next", value=lambda r: _until(now, r["next_run_at"])),
         Column("error", shrink=12),
     ]
-    click.echo(render(rows, queries.FAILURE_FIELDS, fmt, "(no failures)", columns))
+    click.echo(render(rows, listings.FAILURE_FIELDS, fmt, "(no failures)", columns))
 
 
 @cli.group(invoke_without_command=True)
@@ -158,7 +162,7 @@ def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> Non
 
     Example: tickrun dlq --task send_welcome_email
     """
-    from tickrun import queries
+    from tickrun import listings
     from tickrun.output import render
 
     if click.get_current_context().invoked_subcommand is not None:
@@ -166,9 +170,9 @@ def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> Non
             # `tickrun dlq --task X purge` must not purge every task's dead rows.
             raise UsageError("put --task after the subcommand, e.g. tickrun dlq purge --task NAME")
         return
-    rows = queries.dead(ctx.engine(), task=task_name, limit=limit)
+    rows = listings.dead(ctx.engine(), task=task_name, limit=limit)
     click.echo(
-        render(rows, queries.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
+        render(rows, listings.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
     )
 
 
@@ -186,7 +190,7 @@ def dlq_retry(
 
     Example: tickrun dlq retry 812 813   |   tickrun dlq retry --all --task send_welcome_email
     """
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
     if ids and all_dead:
         raise UsageError("give task ids or --all, not both")
@@ -194,7 +198,7 @@ def dlq_retry(
         raise UsageError("--task goes with --all: tickrun dlq retry --all --task NAME")
     if not ids and not all_dead:
         raise UsageError("give the ids of the dead tasks to retry, or --all")
-    moved = queries.retry_dead(
+    moved = maintenance.retry_dead(
         ctx.engine(), clock.now(), ids=ids or None, task=task_name, dry_run=dry_run
     )
     _report(moved, "retry", "retried", "back to pending, due now", dry_run)
@@ -216,9 +220,9 @@ def dlq_purge(ctx: Context, older_than: float | None, task_name: str | None, dry
 
     Example: tickrun dlq purge --older-than 30d
     """
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
-    moved = queries.purge_dead(
+    moved = maintenance.purge_dead(
         ctx.engine(), clock.now(), older_than=older_than, task=task_name, dry_run=dry_run
     )
     _report(moved, "purge", "purged", "and their history", dry_run)
@@ -249,10 +253,10 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
 
     Example: tickrun show 812 --json
     """
-    from tickrun import queries
+    from tickrun import listings
     from tickrun.output import render_one
 
-    detail = queries.show(ctx.engine(), task_id)
+    detail = listings.show(ctx.engine(), task_id)
     if fmt != "table":
         obj = detail.as_json()
         if fmt == "csv":
@@ -265,7 +269,7 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
     click.echo(_show_table(detail))
 
 
-def _show_table(detail: Any) -> str:
+def _show_table(detail: TaskDetail) -> str:
     from tickrun.output import fitted_table, render_one
 
     fields = {k: v for k, v in detail.fields.items() if k not in ("payload", "last_traceback")}
@@ -296,7 +300,8 @@ def _long_time(value: datetime | None) -> str:
 
 
 def _end_time(attempt: Mapping[str, Any]) -> str:
-    start, end = attempt["started_at"], attempt["finished_at"]
+    start: datetime | None = attempt["started_at"]
+    end: datetime | None = attempt["finished_at"]
     if start is not None and end is not None and start.date() == end.date():
         return end.strftime("%H:%M:%S")
     return _long_time(end)
@@ -321,14 +326,14 @@ def stats(ctx: Context, since: float, fmt: str) -> None:
 
     Example: tickrun stats --since 1h --json
     """
-    from tickrun import clock, queries
+    from tickrun import clock, listings
     from tickrun.durations import format_duration
     from tickrun.output import fitted_table, render
 
     now = clock.now()
-    rows = queries.stats(ctx.engine(), now, since=since)
+    rows = listings.stats(ctx.engine(), now, since=since)
     if fmt != "table":
-        fields = queries.STATS_FIELDS + queries.STATS_WINDOW_FIELDS
+        fields = listings.STATS_FIELDS + listings.STATS_WINDOW_FIELDS
         click.echo(render(rows, fields, fmt))
         return
     if not rows:
@@ -374,9 +379,9 @@ def cancel(ctx: Context, ids: tuple[int, ...]) -> None:
 
     Example: tickrun cancel 812 813
     """
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
-    moved = queries.cancel(ctx.engine(), clock.now(), ids)
+    moved = maintenance.cancel(ctx.engine(), clock.now(), ids)
     for task_id, status in moved.skipped.items():
         click.echo(
             f"note: task {task_id} is {status}: only pending or retrying tasks can be cancelled",
@@ -406,10 +411,10 @@ def prune(ctx: Context, older_than: float, dry_run: bool) -> None:
     """
     from datetime import timedelta
 
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
     now = clock.now()
-    n = queries.prune(ctx.engine(), now, older_than=older_than, dry_run=dry_run)
+    n = maintenance.prune(ctx.engine(), now, older_than=older_than, dry_run=dry_run)
     cutoff = (now - timedelta(seconds=older_than)).strftime("%Y-%m-%d %H:%M:%S")
     verb = "dry run: would prune" if dry_run else "pruned"
     click.echo(f"{verb} {_tasks(n, 'finished')} (finished before {cutoff} UTC)")
@@ -477,11 +482,11 @@ def check(
 
     Example: tickrun check --max-dead 0 --max-due-age 10m --max-silence 5m --stale nightly=25h
     """
-    from tickrun import clock, queries
+    from tickrun import clock, health
 
     engine = ctx.engine()
     app = ctx.app(required=False)
-    health = queries.check(
+    found = health.check(
         engine,
         clock.now(),
         max_dead=max_dead,
@@ -491,11 +496,11 @@ def check(
         app_ref=(app.import_ref or "the application") if app is not None else "",
         stale=stale,
     )
-    for problem in health.problems:
+    for problem in found.problems:
         click.echo(problem)
-    if health.problems:
+    if found.problems:
         click.get_current_context().exit(1)
-    click.echo(f"OK: {health.summary}")
+    click.echo(f"OK: {found.summary}")
 
 
 @cli.command()
@@ -522,7 +527,7 @@ def _doctor(ctx: Context) -> tuple[list[tuple[str, str]], TickrunError | None]:
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tickrun import __version__, queries
+    from tickrun import __version__
     from tickrun.config import resolve_app_ref, resolve_database_url
     from tickrun.database import (
         describe_db_error,
@@ -531,6 +536,7 @@ def _doctor(ctx: Context) -> tuple[list[tuple[str, str]], TickrunError | None]:
         schema_version,
         sqlite_path,
     )
+    from tickrun.doctor import filesystem_type, is_network_fs, server_facts, status_counts
     from tickrun.schema import SCHEMA_VERSION
 
     lines: list[tuple[str, str]] = [
@@ -580,9 +586,9 @@ def _doctor(ctx: Context) -> tuple[list[tuple[str, str]], TickrunError | None]:
     else:
         try:
             engine = open_engine(url)
-            facts = queries.server_facts(engine)
+            facts = server_facts(engine)
             version = schema_version(engine)
-            counts = queries.status_counts(engine) if version == SCHEMA_VERSION else None
+            counts = status_counts(engine) if version == SCHEMA_VERSION else None
         except TickrunError as exc:
             errors.append(exc)
             lines.append(("", f"  error: {exc}"))
@@ -600,9 +606,9 @@ def _doctor(ctx: Context) -> tuple[list[tuple[str, str]], TickrunError | None]:
                 shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
                 lines.append(("tasks in db", shown))
     if path is not None:
-        fs = queries.filesystem_type(path)
+        fs = filesystem_type(path)
         lines.append(("file system", fs or "unknown"))
-        if queries.is_network_fs(fs):
+        if is_network_fs(fs):
             lines.append(
                 (
                     "",
