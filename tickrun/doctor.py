@@ -1,17 +1,76 @@
-"""What ``tickrun doctor`` reads about a database: the server and its settings, the tasks by
-status, and the file system under a SQLite file. The rendering is tickrun.cli.inspect's."""
+"""What ``tickrun doctor`` finds where the invocation's settings point: the database server and
+its settings, the schema, the tasks by status, and the file system under a SQLite file.
+
+The settings themselves (which database, which application, and where each comes from) are
+resolved once, by the command line's Context, the same way for every command; this module only
+looks at what they resolve to. The rendering is tickrun.cli.inspect's.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from tickrun import dialects
-from tickrun.schema import STATUSES, tasks
+from tickrun.database import describe_db_error, open_engine, schema_version, sqlite_path
+from tickrun.errors import TickrunError
+from tickrun.schema import SCHEMA_VERSION, STATUSES, tasks
 
 _T = tasks
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    """What doctor found at one database URL.
+
+    ``path`` is the SQLite file (None for a server). A SQLite file that does not exist is not
+    created: ``missing_file`` is set and nothing was opened. Otherwise either ``error`` is set
+    (the database could not be read) or ``facts`` and ``version`` are: ``facts`` as
+    :func:`server_facts` has them, ``version`` the schema's (None: no schema), and ``counts``
+    the tasks by status when the schema is this tickrun's.
+    """
+
+    path: str | None
+    missing_file: bool
+    facts: dict[str, Any] | None = None
+    version: int | None = None
+    counts: dict[str, int] | None = None
+    error: TickrunError | None = None
+    fs_type: str | None = None  # the file system under ``path``: None if unknown, or a server
+
+    @property
+    def network_fs(self) -> bool:
+        return is_network_fs(self.fs_type)
+
+
+def examine(url: str) -> DatabaseReport:
+    """Open the database at ``url`` (never creating a SQLite file) and read what doctor shows.
+
+    Errors are reported in the result, not raised: a database error as
+    tickrun.database.describe_db_error words it.
+    """
+    try:
+        path = sqlite_path(url)
+    except Exception:  # noqa: BLE001 - an unparseable URL is reported by open_engine below
+        path = None
+    fs_type = None if path is None else filesystem_type(path)
+    if path is not None and not os.path.exists(path):
+        return DatabaseReport(path, missing_file=True, fs_type=fs_type)
+    try:
+        engine = open_engine(url)
+        facts = server_facts(engine)
+        version = schema_version(engine)
+        counts = status_counts(engine) if version == SCHEMA_VERSION else None
+    except TickrunError as exc:
+        return DatabaseReport(path, missing_file=False, error=exc, fs_type=fs_type)
+    except SQLAlchemyError as exc:
+        error = describe_db_error(exc, url)
+        return DatabaseReport(path, missing_file=False, error=error, fs_type=fs_type)
+    return DatabaseReport(path, False, facts, version, counts, fs_type=fs_type)
 
 
 # File systems where SQLite's locking (and so WAL) cannot be trusted.

@@ -16,6 +16,8 @@ from tickrun.errors import TickrunError, UsageError
 from tickrun.output import Column
 
 if TYPE_CHECKING:
+    from tickrun.app import App
+    from tickrun.doctor import DatabaseReport
     from tickrun.listings import TaskDetail
     from tickrun.maintenance import Moved
 
@@ -521,103 +523,96 @@ def doctor(ctx: Context) -> None:
 
 
 def _doctor(ctx: Context) -> tuple[list[tuple[str, str]], TickrunError | None]:
-    import os
+    """The lines of ``tickrun doctor`` (label, text), and the error to exit with, if any.
+
+    The application and the database are the ones ``ctx`` resolves for every other command.
+    """
     import platform
 
     import sqlalchemy
-    from sqlalchemy.exc import SQLAlchemyError
 
     from tickrun import __version__
-    from tickrun.config import resolve_app_ref, resolve_database_url
-    from tickrun.database import (
-        describe_db_error,
-        mask_url,
-        open_engine,
-        schema_version,
-        sqlite_path,
-    )
-    from tickrun.doctor import filesystem_type, is_network_fs, server_facts, status_counts
-    from tickrun.schema import SCHEMA_VERSION
+    from tickrun.database import mask_url
+    from tickrun.doctor import examine
 
     lines: list[tuple[str, str]] = [
         ("tickrun", __version__),
         ("python", f"{platform.python_version()} ({platform.python_implementation()})"),
         ("sqlalchemy", sqlalchemy.__version__),
     ]
-    errors: list[TickrunError] = []
     app = None
+    error: TickrunError | None = None
     try:
-        ref = resolve_app_ref(ctx.app_flag)
+        ref = ctx.app_setting()
         if ref is None:
             lines.append(("application", "none (--app MODULE:ATTR, TICKRUN_APP or pyproject)"))
         else:
             lines.append(("application", f"{ref.value} (from {ref.source})"))
             app = ctx.app()
-        setting = resolve_database_url(ctx.db_flag, app)
+        setting = ctx.database_setting()
     except TickrunError as exc:
-        errors.append(exc)
         lines.append(("", f"  error: {exc}"))
+        error = exc
         setting = None
     if app is not None:
-        specs = sorted(app.tasks.values(), key=lambda s: s.name)
-        lines.append(("tasks", f"{len(specs)}" + ("" if specs else " (none registered)")))
-        for spec in specs:
-            timeout = "none" if spec.timeout is None else _secs(spec.timeout)
-            lines.append(
-                (
-                    "",
-                    f"  {spec.name}: queue {spec.queue}, priority {spec.priority}, "
-                    f"max_attempts {spec.max_attempts}, timeout {timeout}, "
-                    f"lease {_secs(spec.lease)}",
-                )
-            )
-        if app.schedules:
-            lines.append(("schedules", ", ".join(sorted(app.schedules))))
+        lines.extend(_app_lines(app))
     if setting is None:
-        return lines, errors[0]
-    url = setting.value
-    lines.append(("database", f"{mask_url(url)} (from {setting.source})"))
-    try:
-        path = sqlite_path(url)
-    except Exception:  # noqa: BLE001 - an unparseable URL is reported by open_engine below
-        path = None
-    if path is not None and not os.path.exists(path):
-        lines.append(("schema", f"missing: {path} does not exist; run `tickrun init`"))
+        return lines, error
+    lines.append(("database", f"{mask_url(setting.value)} (from {setting.source})"))
+    report = examine(setting.value)
+    lines.extend(_database_lines(report))
+    return lines, report.error
+
+
+def _app_lines(app: App) -> list[tuple[str, str]]:
+    specs = sorted(app.tasks.values(), key=lambda s: s.name)
+    lines = [("tasks", f"{len(specs)}" + ("" if specs else " (none registered)"))]
+    for spec in specs:
+        timeout = "none" if spec.timeout is None else _secs(spec.timeout)
+        lines.append(
+            (
+                "",
+                f"  {spec.name}: queue {spec.queue}, priority {spec.priority}, "
+                f"max_attempts {spec.max_attempts}, timeout {timeout}, "
+                f"lease {_secs(spec.lease)}",
+            )
+        )
+    if app.schedules:
+        lines.append(("schedules", ", ".join(sorted(app.schedules))))
+    return lines
+
+
+def _database_lines(report: DatabaseReport) -> list[tuple[str, str]]:
+    from tickrun.schema import SCHEMA_VERSION
+
+    lines: list[tuple[str, str]] = []
+    if report.missing_file:
+        lines.append(("schema", f"missing: {report.path} does not exist; run `tickrun init`"))
+    elif report.error is not None:
+        lines.append(("", f"  error: {report.error}"))
     else:
-        try:
-            engine = open_engine(url)
-            facts = server_facts(engine)
-            version = schema_version(engine)
-            counts = status_counts(engine) if version == SCHEMA_VERSION else None
-        except TickrunError as exc:
-            errors.append(exc)
-            lines.append(("", f"  error: {exc}"))
-        except SQLAlchemyError as exc:
-            err = describe_db_error(exc, url)
-            errors.append(err)
-            lines.append(("", f"  error: {err}"))
-        else:
-            lines.append(("server", facts["server"]))
-            if "journal_mode" in facts:
-                lines.append(("journal mode", str(facts["journal_mode"])))
-                lines.append(("busy timeout", f"{facts['busy_timeout_ms']} ms"))
-            lines.append(("schema", _schema_state(version, SCHEMA_VERSION)))
-            if counts is not None:
-                shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
-                lines.append(("tasks in db", shown))
-    if path is not None:
-        fs = filesystem_type(path)
+        facts = report.facts or {}
+        lines.append(("server", facts["server"]))
+        if "journal_mode" in facts:
+            lines.append(("journal mode", str(facts["journal_mode"])))
+            lines.append(("busy timeout", f"{facts['busy_timeout_ms']} ms"))
+        lines.append(("schema", _schema_state(report.version, SCHEMA_VERSION)))
+        if report.counts is not None:
+            shown = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n) or "none"
+            lines.append(("tasks in db", shown))
+    if report.path is not None:
+        fs = report.fs_type
         lines.append(("file system", fs or "unknown"))
-        if is_network_fs(fs):
+        if report.network_fs:
             lines.append(
                 (
                     "",
-                    f"warning: {path} is on a network file system ({fs}): SQLite's locking "
-                    "is unreliable there and concurrent runs can corrupt the file; keep it "
-                    "on a local disk, or use PostgreSQL or MariaDB",
+                    f"warning: {report.path} is on a network file system ({fs}): SQLite's "
+                    "locking is unreliable there and concurrent runs can corrupt the file; keep "
+                    "it on a local disk, or use PostgreSQL or MariaDB",
                 )
             )
-    return lines, (max(errors, key=lambda e: e.exit_code) if errors else None)
+    return lines
 
 
 def _schema_state(version: int | None, current: int) -> str:
