@@ -20,16 +20,7 @@ from sqlalchemy import Engine, Select, func, select
 
 from tickrun._sql import rows as _rows
 from tickrun.errors import NotFound
-from tickrun.schema import (
-    CANCELLED,
-    DEAD,
-    PENDING,
-    RETRYING,
-    RUNNING,
-    SUCCEEDED,
-    attempts,
-    tasks,
-)
+from tickrun.schema import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, attempts, tasks
 
 # fmt: off
 DUE_FIELDS = [
@@ -57,6 +48,15 @@ TIMED = ("succeeded", "failed", "retry", "timeout")
 
 _T = tasks
 _A = attempts
+
+
+def _narrowed(stmt: Select[Any], task: str | None, limit: int | None) -> Select[Any]:
+    """``stmt`` restricted to tasks named ``task`` and to ``limit`` rows, where given."""
+    if task is not None:
+        stmt = stmt.where(_T.c.name == task)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return stmt
 
 
 def due(
@@ -90,12 +90,8 @@ def due(
     )
     if queue is not None:
         stmt = stmt.where(_T.c.queue == queue)
-    if task is not None:
-        stmt = stmt.where(_T.c.name == task)
-    if limit is not None:
-        stmt = stmt.limit(limit)
     with engine.connect() as conn:
-        return _rows(conn, stmt)
+        return _rows(conn, _narrowed(stmt, task, limit))
 
 
 def failures(
@@ -122,12 +118,8 @@ def failures(
         .where(_A.c.outcome.in_(FAILING), _A.c.finished_at >= now - timedelta(seconds=since))
         .order_by(_A.c.finished_at.desc(), _A.c.id.desc())
     )
-    if task is not None:
-        stmt = stmt.where(_T.c.name == task)
-    if limit is not None:
-        stmt = stmt.limit(limit)
     with engine.connect() as conn:
-        rows = _rows(conn, stmt)
+        rows = _rows(conn, _narrowed(stmt, task, limit))
     for row in rows:
         run_at = row.pop("run_at")
         row["next_run_at"] = run_at if row["status"] == RETRYING else None
@@ -154,12 +146,8 @@ def dead(
     stmt = (
         dead_select().where(_T.c.status == DEAD).order_by(_T.c.finished_at.desc(), _T.c.id.desc())
     )
-    if task is not None:
-        stmt = stmt.where(_T.c.name == task)
-    if limit is not None:
-        stmt = stmt.limit(limit)
     with engine.connect() as conn:
-        return _rows(conn, stmt)
+        return _rows(conn, _narrowed(stmt, task, limit))
 
 
 @dataclass(frozen=True)
