@@ -18,7 +18,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from tests.conftest import ROOT, cli_env, tickrun
 from tests.test_engine import T0, new_app, run_bounded
-from tickrun import queries, store
+from tickrun import maintenance, store
 from tickrun.database import open_engine
 from tickrun.schema import SCHEMA_VERSION, attempts, runs, tasks
 
@@ -38,7 +38,7 @@ def test_pruning_the_newest_tasks_never_gives_their_ids_again(db_url: str) -> No
         second = app.enqueue("work")
         run_bounded(app)
     with freeze_time(T0 + timedelta(seconds=5)):
-        assert queries.prune(app.engine, T0 + timedelta(seconds=5), older_than=1) == 2
+        assert maintenance.prune(app.engine, T0 + timedelta(seconds=5), older_than=1) == 2
         again = app.enqueue("work", key="k")
         plain = app.enqueue("work")
         [many] = app.enqueue_many([("work", {})])
@@ -55,7 +55,7 @@ def test_purging_the_newest_dead_tasks_never_gives_their_ids_again(db_url: str) 
     with freeze_time(T0):
         dead = app.enqueue("boom")
         run_bounded(app)
-        assert len(queries.purge_dead(app.engine, T0).rows) == 1
+        assert len(maintenance.purge_dead(app.engine, T0).rows) == 1
         assert app.enqueue("boom") > dead
 
 

@@ -25,7 +25,7 @@ from freezegun import freeze_time
 from sqlalchemy import Engine, func, insert, select
 
 from tests.conftest import tickrun, tickruns, write_app
-from tickrun import queries, store
+from tickrun import doctor, listings, maintenance, store
 from tickrun.cli.base import main
 from tickrun.output import Column, fitted_table
 from tickrun.schema import attempts, runs, tasks
@@ -35,10 +35,10 @@ MIN = timedelta(minutes=1)
 SEC = timedelta(seconds=1)
 
 CONTRACT = {
-    "due": queries.DUE_FIELDS,
-    "failures": queries.FAILURE_FIELDS,
-    "dlq": queries.DLQ_FIELDS,
-    "stats": queries.STATS_FIELDS + queries.STATS_WINDOW_FIELDS,
+    "due": listings.DUE_FIELDS,
+    "failures": listings.FAILURE_FIELDS,
+    "dlq": listings.DLQ_FIELDS,
+    "stats": listings.STATS_FIELDS + listings.STATS_WINDOW_FIELDS,
 }
 
 
@@ -513,7 +513,7 @@ def test_show_json_has_every_field_payload_and_history(db_url: str, engine: Engi
     for name in ("queue", "priority", "attempts", "max_attempts", "run_at", "created_at"):
         assert name in obj
     assert obj["last_traceback"].endswith("RuntimeError: second")
-    assert [list(h) for h in obj["history"]] == [queries.HISTORY_FIELDS] * 2
+    assert [list(h) for h in obj["history"]] == [listings.HISTORY_FIELDS] * 2
     assert [h["attempt"] for h in obj["history"]] == [1, 2]
     assert obj["history"][1]["worker"] == "other:2"
     assert obj["history"][0]["error"] == "E: first"
@@ -630,11 +630,11 @@ def test_stats_counts_percentiles_and_failure_rate_on_frozen_time(
 
 def test_percentile_matches_the_inclusive_quantile_definition() -> None:
     values = [7.0, 1.0, 3.5, 12.0, 2.25, 9.0, 30.0]
-    assert queries.percentile(values, 0.5) == statistics.median(values)
+    assert listings.percentile(values, 0.5) == statistics.median(values)
     quartiles = statistics.quantiles(values, n=20, method="inclusive")
-    assert queries.percentile(values, 0.95) == pytest.approx(quartiles[18])
-    assert queries.percentile([], 0.5) is None
-    assert queries.percentile([4.0], 0.95) == 4.0
+    assert listings.percentile(values, 0.95) == pytest.approx(quartiles[18])
+    assert listings.percentile([], 0.5) is None
+    assert listings.percentile([4.0], 0.95) == 4.0
 
 
 # -- dlq retry / purge -----------------------------------------------------------------------
@@ -713,7 +713,7 @@ def test_concurrent_retries_of_one_task_move_it_once(db_url: str, engine: Engine
 
     def retry() -> None:
         barrier.wait()
-        moved.append(queries.retry_dead(engine, T0, ids=[tid]).ids)
+        moved.append(maintenance.retry_dead(engine, T0, ids=[tid]).ids)
 
     threads = [threading.Thread(target=retry) for _ in range(6)]
     for t in threads:
@@ -728,16 +728,16 @@ def test_a_late_retry_never_resets_a_task_already_claimed_again(
     db_url: str, engine: Engine
 ) -> None:
     tid = dead_task(engine)
-    assert queries.retry_dead(engine, T0, ids=[tid]).ids == [tid]
+    assert maintenance.retry_dead(engine, T0, ids=[tid]).ids == [tid]
     batch = store.claim(
         engine, names=["a"], queues=[], limit=10, worker="w", leases={"a": 60}, now=T0
     )
     assert [t.id for t in batch.tasks] == [tid]
-    late = queries.retry_dead(engine, T0, ids=[tid])
+    late = maintenance.retry_dead(engine, T0, ids=[tid])
     assert late.ids == [] and late.skipped == {tid: "running"}
     row = task_row(engine, tid)
     assert row.status == "running" and row.attempts == 1
-    assert queries.retry_dead(engine, T0, task="a").ids == []
+    assert maintenance.retry_dead(engine, T0, task="a").ids == []
 
 
 @pytest.mark.slow
@@ -853,11 +853,11 @@ def test_prune_deletes_only_old_finished_tasks_and_their_history(
 
 
 def test_prune_in_batches(db_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queries, "CHUNK", 3)
+    monkeypatch.setattr(maintenance, "CHUNK", 3)
     ids = [add_task(engine, name="a", status="succeeded") for _ in range(8)]
     add_attempt(engine, ids[0], 1, "succeeded", T0 - MIN, T0 - MIN)
     keep = add_task(engine, name="a")
-    assert queries.prune(engine, T0, older_than=0) == 8
+    assert maintenance.prune(engine, T0, older_than=0) == 8
     assert [r[0] for r in snapshot(engine)[0]] == [keep]
 
 
@@ -1115,8 +1115,8 @@ tmpfs /mnt/shared/local tmpfs rw 0 0
     ],
 )
 def test_network_file_systems_are_recognised(path: str, fs: str, network: bool) -> None:
-    assert queries.filesystem_type(path, MOUNTS) == fs
-    assert queries.is_network_fs(fs) is network
+    assert doctor.filesystem_type(path, MOUNTS) == fs
+    assert doctor.is_network_fs(fs) is network
 
 
 def test_doctor_warns_about_a_network_file_system(
@@ -1124,7 +1124,7 @@ def test_doctor_warns_about_a_network_file_system(
 ) -> None:
     path = tmp_path / "tickrun.db"
     sqlite3.connect(path).close()
-    monkeypatch.setattr(queries, "filesystem_type", lambda p, mounts=None: "nfs4")
+    monkeypatch.setattr(doctor, "filesystem_type", lambda p, mounts=None: "nfs4")
     result = invoke(f"sqlite:///{path}", "doctor")
     assert result.exit_code == 0, result.output
     assert "file system:  nfs4" in result.stdout

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from tickrun.app import App
+    from tickrun.config import Setting
 
 
 class Context:
@@ -30,12 +31,17 @@ class Context:
         self._app: App | None = None
         self.url = ""
 
+    def app_setting(self) -> Setting | None:
+        """Which application, and where that comes from (None: no application configured)."""
+        from tickrun.config import resolve_app_ref
+
+        return resolve_app_ref(self.app_flag)
+
     def app(self, required: bool = True) -> App | None:
         if self._app is None:
-            from tickrun.config import resolve_app_ref
             from tickrun.loader import load_app
 
-            ref = resolve_app_ref(self.app_flag)
+            ref = self.app_setting()
             if ref is None:
                 if required:
                     raise ConfigError(
@@ -46,14 +52,21 @@ class Context:
             self._app = load_app(ref.value)
         return self._app
 
-    def engine(self, *, schema: bool = True, create: bool = False) -> Engine:
-        from tickrun.config import resolve_app_ref, resolve_database_url
-        from tickrun.database import check_exists, open_engine, require_schema
+    def database_setting(self) -> Setting:
+        """Which database URL, and where that comes from; the application's own database_url
+        (which means loading it) only when nothing else sets one."""
+        from tickrun.config import resolve_database_url
 
         setting = resolve_database_url(self.db_flag)
-        if setting.source == "default" and resolve_app_ref(self.app_flag) is not None:
+        if setting.source == "default" and self.app_setting() is not None:
             app = self.app(required=False)
             setting = resolve_database_url(self.db_flag, app.database_url if app else None)
+        return setting
+
+    def engine(self, *, schema: bool = True, create: bool = False) -> Engine:
+        from tickrun.database import check_exists, open_engine, require_schema
+
+        setting = self.database_setting()
         self.url = setting.value
         if not create:
             check_exists(self.url)

@@ -1,12 +1,13 @@
 """Seeing and repairing the queue: due, failures, dlq (retry, purge), show, stats, cancel, prune,
-check, doctor. Parse, call tickrun.queries, render; no SQL here."""
+check, doctor. Parse, call the read models (tickrun.listings, tickrun.health, tickrun.doctor) or
+the repairs (tickrun.maintenance), render; no SQL here."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,9 +16,14 @@ from tickrun.errors import TickrunError, UsageError
 from tickrun.output import Column
 
 if TYPE_CHECKING:
-    from tickrun.queries import Moved
+    from tickrun.app import App
+    from tickrun.doctor import DatabaseReport
+    from tickrun.listings import TaskDetail
+    from tickrun.maintenance import Moved
 
 SHOWN_IDS = 20
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _secs(value: float | None) -> str:
@@ -97,14 +103,14 @@ def due(
 
     Example: tickrun due --queue emails --limit 20
     """
-    from tickrun import clock, queries
+    from tickrun import clock, listings
     from tickrun.output import render
 
-    rows = queries.due(ctx.engine(), clock.now(), queue=queue, task=task_name, limit=limit)
-    click.echo(render(rows, queries.DUE_FIELDS, fmt, "(nothing due)", DUE_COLUMNS))
+    rows = listings.due(ctx.engine(), clock.now(), queue=queue, task=task_name, limit=limit)
+    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", DUE_COLUMNS))
 
 
-def since_option(help_text: str) -> Any:
+def since_option(help_text: str) -> Callable[[_F], _F]:
     """``--since DURATION`` (default 24h): the window a listing or a statistic looks back over."""
     return click.option(
         "--since",
@@ -130,11 +136,11 @@ def failures(
 
     Example: tickrun failures --since 2h --task send_welcome_email
     """
-    from tickrun import clock, queries
+    from tickrun import clock, listings
     from tickrun.output import render
 
     now = clock.now()
-    rows = queries.failures(ctx.engine(), now, since=since, task=task_name, limit=limit)
+    rows = listings.failures(ctx.engine(), now, since=since, task=task_name, limit=limit)
     columns = [
         Column("id", align="right"),
         Column("task", shrink=10, shrink_last=True),
@@ -144,7 +150,7 @@ def failures(
         Column("next_run_at", "next", value=lambda r: _until(now, r["next_run_at"])),
         Column("error", shrink=12),
     ]
-    click.echo(render(rows, queries.FAILURE_FIELDS, fmt, "(no failures)", columns))
+    click.echo(render(rows, listings.FAILURE_FIELDS, fmt, "(no failures)", columns))
 
 
 @cli.group(invoke_without_command=True)
@@ -158,7 +164,7 @@ def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> Non
 
     Example: tickrun dlq --task send_welcome_email
     """
-    from tickrun import queries
+    from tickrun import listings
     from tickrun.output import render
 
     if click.get_current_context().invoked_subcommand is not None:
@@ -166,9 +172,9 @@ def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> Non
             # `tickrun dlq --task X purge` must not purge every task's dead rows.
             raise UsageError("put --task after the subcommand, e.g. tickrun dlq purge --task NAME")
         return
-    rows = queries.dead(ctx.engine(), task=task_name, limit=limit)
+    rows = listings.dead(ctx.engine(), task=task_name, limit=limit)
     click.echo(
-        render(rows, queries.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
+        render(rows, listings.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
     )
 
 
@@ -186,7 +192,7 @@ def dlq_retry(
 
     Example: tickrun dlq retry 812 813   |   tickrun dlq retry --all --task send_welcome_email
     """
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
     if ids and all_dead:
         raise UsageError("give task ids or --all, not both")
@@ -194,7 +200,7 @@ def dlq_retry(
         raise UsageError("--task goes with --all: tickrun dlq retry --all --task NAME")
     if not ids and not all_dead:
         raise UsageError("give the ids of the dead tasks to retry, or --all")
-    moved = queries.retry_dead(
+    moved = maintenance.retry_dead(
         ctx.engine(), clock.now(), ids=ids or None, task=task_name, dry_run=dry_run
     )
     _report(moved, "retry", "retried", "back to pending, due now", dry_run)
@@ -216,9 +222,9 @@ def dlq_purge(ctx: Context, older_than: float | None, task_name: str | None, dry
 
     Example: tickrun dlq purge --older-than 30d
     """
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
-    moved = queries.purge_dead(
+    moved = maintenance.purge_dead(
         ctx.engine(), clock.now(), older_than=older_than, task=task_name, dry_run=dry_run
     )
     _report(moved, "purge", "purged", "and their history", dry_run)
@@ -249,10 +255,10 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
 
     Example: tickrun show 812 --json
     """
-    from tickrun import queries
+    from tickrun import listings
     from tickrun.output import render_one
 
-    detail = queries.show(ctx.engine(), task_id)
+    detail = listings.show(ctx.engine(), task_id)
     if fmt != "table":
         obj = detail.as_json()
         if fmt == "csv":
@@ -265,7 +271,7 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
     click.echo(_show_table(detail))
 
 
-def _show_table(detail: Any) -> str:
+def _show_table(detail: TaskDetail) -> str:
     from tickrun.output import fitted_table, render_one
 
     fields = {k: v for k, v in detail.fields.items() if k not in ("payload", "last_traceback")}
@@ -296,7 +302,8 @@ def _long_time(value: datetime | None) -> str:
 
 
 def _end_time(attempt: Mapping[str, Any]) -> str:
-    start, end = attempt["started_at"], attempt["finished_at"]
+    start: datetime | None = attempt["started_at"]
+    end: datetime | None = attempt["finished_at"]
     if start is not None and end is not None and start.date() == end.date():
         return end.strftime("%H:%M:%S")
     return _long_time(end)
@@ -321,14 +328,14 @@ def stats(ctx: Context, since: float, fmt: str) -> None:
 
     Example: tickrun stats --since 1h --json
     """
-    from tickrun import clock, queries
+    from tickrun import clock, listings
     from tickrun.durations import format_duration
     from tickrun.output import fitted_table, render
 
     now = clock.now()
-    rows = queries.stats(ctx.engine(), now, since=since)
+    rows = listings.stats(ctx.engine(), now, since=since)
     if fmt != "table":
-        fields = queries.STATS_FIELDS + queries.STATS_WINDOW_FIELDS
+        fields = listings.STATS_FIELDS + listings.STATS_WINDOW_FIELDS
         click.echo(render(rows, fields, fmt))
         return
     if not rows:
@@ -374,9 +381,9 @@ def cancel(ctx: Context, ids: tuple[int, ...]) -> None:
 
     Example: tickrun cancel 812 813
     """
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
-    moved = queries.cancel(ctx.engine(), clock.now(), ids)
+    moved = maintenance.cancel(ctx.engine(), clock.now(), ids)
     for task_id, status in moved.skipped.items():
         click.echo(
             f"note: task {task_id} is {status}: only pending or retrying tasks can be cancelled",
@@ -406,10 +413,10 @@ def prune(ctx: Context, older_than: float, dry_run: bool) -> None:
     """
     from datetime import timedelta
 
-    from tickrun import clock, queries
+    from tickrun import clock, maintenance
 
     now = clock.now()
-    n = queries.prune(ctx.engine(), now, older_than=older_than, dry_run=dry_run)
+    n = maintenance.prune(ctx.engine(), now, older_than=older_than, dry_run=dry_run)
     cutoff = (now - timedelta(seconds=older_than)).strftime("%Y-%m-%d %H:%M:%S")
     verb = "dry run: would prune" if dry_run else "pruned"
     click.echo(f"{verb} {_tasks(n, 'finished')} (finished before {cutoff} UTC)")
@@ -477,11 +484,11 @@ def check(
 
     Example: tickrun check --max-dead 0 --max-due-age 10m --max-silence 5m --stale nightly=25h
     """
-    from tickrun import clock, queries
+    from tickrun import clock, health
 
     engine = ctx.engine()
     app = ctx.app(required=False)
-    health = queries.check(
+    found = health.check(
         engine,
         clock.now(),
         max_dead=max_dead,
@@ -491,11 +498,11 @@ def check(
         app_ref=(app.import_ref or "the application") if app is not None else "",
         stale=stale,
     )
-    for problem in health.problems:
+    for problem in found.problems:
         click.echo(problem)
-    if health.problems:
+    if found.problems:
         click.get_current_context().exit(1)
-    click.echo(f"OK: {health.summary}")
+    click.echo(f"OK: {found.summary}")
 
 
 @cli.command()
@@ -516,102 +523,96 @@ def doctor(ctx: Context) -> None:
 
 
 def _doctor(ctx: Context) -> tuple[list[tuple[str, str]], TickrunError | None]:
-    import os
+    """The lines of ``tickrun doctor`` (label, text), and the error to exit with, if any.
+
+    The application and the database are the ones ``ctx`` resolves for every other command.
+    """
     import platform
 
     import sqlalchemy
-    from sqlalchemy.exc import SQLAlchemyError
 
-    from tickrun import __version__, queries
-    from tickrun.config import resolve_app_ref, resolve_database_url
-    from tickrun.database import (
-        describe_db_error,
-        mask_url,
-        open_engine,
-        schema_version,
-        sqlite_path,
-    )
-    from tickrun.schema import SCHEMA_VERSION
+    from tickrun import __version__
+    from tickrun.database import mask_url
+    from tickrun.doctor import examine
 
     lines: list[tuple[str, str]] = [
         ("tickrun", __version__),
         ("python", f"{platform.python_version()} ({platform.python_implementation()})"),
         ("sqlalchemy", sqlalchemy.__version__),
     ]
-    errors: list[TickrunError] = []
     app = None
+    error: TickrunError | None = None
     try:
-        ref = resolve_app_ref(ctx.app_flag)
+        ref = ctx.app_setting()
         if ref is None:
             lines.append(("application", "none (--app MODULE:ATTR, TICKRUN_APP or pyproject)"))
         else:
             lines.append(("application", f"{ref.value} (from {ref.source})"))
             app = ctx.app()
-        setting = resolve_database_url(ctx.db_flag, app.database_url if app else None)
+        setting = ctx.database_setting()
     except TickrunError as exc:
-        errors.append(exc)
         lines.append(("", f"  error: {exc}"))
+        error = exc
         setting = None
     if app is not None:
-        specs = sorted(app.tasks.values(), key=lambda s: s.name)
-        lines.append(("tasks", f"{len(specs)}" + ("" if specs else " (none registered)")))
-        for spec in specs:
-            timeout = "none" if spec.timeout is None else _secs(spec.timeout)
-            lines.append(
-                (
-                    "",
-                    f"  {spec.name}: queue {spec.queue}, priority {spec.priority}, "
-                    f"max_attempts {spec.max_attempts}, timeout {timeout}, "
-                    f"lease {_secs(spec.lease)}",
-                )
-            )
-        if app.schedules:
-            lines.append(("schedules", ", ".join(sorted(app.schedules))))
+        lines.extend(_app_lines(app))
     if setting is None:
-        return lines, errors[0]
-    url = setting.value
-    lines.append(("database", f"{mask_url(url)} (from {setting.source})"))
-    try:
-        path = sqlite_path(url)
-    except Exception:  # noqa: BLE001 - an unparseable URL is reported by open_engine below
-        path = None
-    if path is not None and not os.path.exists(path):
-        lines.append(("schema", f"missing: {path} does not exist; run `tickrun init`"))
+        return lines, error
+    lines.append(("database", f"{mask_url(setting.value)} (from {setting.source})"))
+    report = examine(setting.value)
+    lines.extend(_database_lines(report))
+    return lines, report.error
+
+
+def _app_lines(app: App) -> list[tuple[str, str]]:
+    specs = sorted(app.tasks.values(), key=lambda s: s.name)
+    lines = [("tasks", f"{len(specs)}" + ("" if specs else " (none registered)"))]
+    for spec in specs:
+        timeout = "none" if spec.timeout is None else _secs(spec.timeout)
+        lines.append(
+            (
+                "",
+                f"  {spec.name}: queue {spec.queue}, priority {spec.priority}, "
+                f"max_attempts {spec.max_attempts}, timeout {timeout}, "
+                f"lease {_secs(spec.lease)}",
+            )
+        )
+    if app.schedules:
+        lines.append(("schedules", ", ".join(sorted(app.schedules))))
+    return lines
+
+
+def _database_lines(report: DatabaseReport) -> list[tuple[str, str]]:
+    from tickrun.schema import SCHEMA_VERSION
+
+    lines: list[tuple[str, str]] = []
+    if report.missing_file:
+        lines.append(("schema", f"missing: {report.path} does not exist; run `tickrun init`"))
+    elif report.error is not None:
+        lines.append(("", f"  error: {report.error}"))
     else:
-        try:
-            engine = open_engine(url)
-            facts = queries.server_facts(engine)
-            version = schema_version(engine)
-            counts = queries.status_counts(engine) if version == SCHEMA_VERSION else None
-        except TickrunError as exc:
-            errors.append(exc)
-            lines.append(("", f"  error: {exc}"))
-        except SQLAlchemyError as exc:
-            err = describe_db_error(exc, url)
-            errors.append(err)
-            lines.append(("", f"  error: {err}"))
-        else:
-            lines.append(("server", facts["server"]))
-            if "journal_mode" in facts:
-                lines.append(("journal mode", str(facts["journal_mode"])))
-                lines.append(("busy timeout", f"{facts['busy_timeout_ms']} ms"))
-            lines.append(("schema", _schema_state(version, SCHEMA_VERSION)))
-            if counts is not None:
-                shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
-                lines.append(("tasks in db", shown))
-    if path is not None:
-        fs = queries.filesystem_type(path)
+        facts = report.facts or {}
+        lines.append(("server", facts["server"]))
+        if "journal_mode" in facts:
+            lines.append(("journal mode", str(facts["journal_mode"])))
+            lines.append(("busy timeout", f"{facts['busy_timeout_ms']} ms"))
+        lines.append(("schema", _schema_state(report.version, SCHEMA_VERSION)))
+        if report.counts is not None:
+            shown = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n) or "none"
+            lines.append(("tasks in db", shown))
+    if report.path is not None:
+        fs = report.fs_type
         lines.append(("file system", fs or "unknown"))
-        if queries.is_network_fs(fs):
+        if report.network_fs:
             lines.append(
                 (
                     "",
-                    f"warning: {path} is on a network file system ({fs}): SQLite's locking "
-                    "is unreliable there and concurrent runs can corrupt the file; keep it "
-                    "on a local disk, or use PostgreSQL or MariaDB",
+                    f"warning: {report.path} is on a network file system ({fs}): SQLite's "
+                    "locking is unreliable there and concurrent runs can corrupt the file; keep "
+                    "it on a local disk, or use PostgreSQL or MariaDB",
                 )
             )
-    return lines, (max(errors, key=lambda e: e.exit_code) if errors else None)
+    return lines
 
 
 def _schema_state(version: int | None, current: int) -> str:
