@@ -17,6 +17,8 @@ demo: install
 
 test: install
 	$(BIN)/ruff check tickrun tests bench examples
+	$(BIN)/ruff format --check tickrun tests bench examples
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: install

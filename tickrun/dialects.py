@@ -39,10 +39,15 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
+    """The id of the one row an INSERT added to a table with an integer id."""
+    return int(inserted_key(result))
+
+
+def inserted_key(result: CursorResult[Any]) -> Any:
     """The primary key of the one row an INSERT added."""
     key = result.inserted_primary_key
     assert key is not None, "not a single-row INSERT"
-    return int(key[0])
+    return key[0]
 
 
 def kind(bind: Engine | Connection) -> str:
@@ -299,7 +304,7 @@ def insert_unless_exists(
     # transaction may be ours or theirs: a savepoint keeps either intact.
     try:
         with conn.begin_nested():
-            return inserted_id(conn.execute(insert(table), values))
+            return inserted_key(conn.execute(insert(table), values))
     except IntegrityError as exc:
         if getattr(exc.orig, "args", (None,))[0] != 1062:  # ER_DUP_ENTRY
             raise

@@ -18,7 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from tickrun import dialects
 from tickrun.database import describe_db_error, open_engine, schema_version, sqlite_path
 from tickrun.errors import TickrunError
-from tickrun.schema import SCHEMA_VERSION, STATUSES, tasks
+from tickrun.lifecycle import STATUSES
+from tickrun.schema import SCHEMA_VERSION, tasks
 
 _T = tasks
 

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, func, select
 
 from tickrun.durations import format_duration
 from tickrun.errors import NotFound
-from tickrun.schema import DEAD, runs, schedules, tasks
+from tickrun.lifecycle import DEAD
+from tickrun.schema import runs, schedules, tasks
 
 _T = tasks
 

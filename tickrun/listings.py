@@ -17,10 +17,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import Executable
 
-from tickrun._sql import rows as _rows
 from tickrun.errors import NotFound
-from tickrun.schema import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, attempts, tasks
+from tickrun.lifecycle import (
+    CANCELLED,
+    DEAD,
+    FAILING,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    SUCCEEDED,
+    Outcome,
+)
+from tickrun.schema import CLAIM_ORDER, attempts, tasks
 
 # fmt: off
 DUE_FIELDS = [
@@ -39,15 +50,18 @@ STATS_WINDOW_FIELDS = [
 ]
 # fmt: on
 
-# Attempt outcomes that count as failures (every outcome but ``succeeded``).
-FAILING = ("failed", "retry", "timeout", "lost", "interrupted")
 # Outcomes whose handler ran to its end, so finished_at - started_at is its run time. A lost
 # attempt ended when a later run noticed its lease had expired, an interrupted one when the
 # shutdown grace ran out: neither measures the handler.
-TIMED = ("succeeded", "failed", "retry", "timeout")
+TIMED = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.RETRY, Outcome.TIMEOUT)
 
 _T = tasks
 _A = attempts
+
+
+def as_dicts(conn: Connection, stmt: Executable) -> list[dict[str, Any]]:
+    """Every row ``stmt`` returns, each as a plain dict keyed by column label."""
+    return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
 def _narrowed(stmt: Select[Any], task: str | None, limit: int | None) -> Select[Any]:
@@ -86,12 +100,12 @@ def due(
             _T.c.key,
         )
         .where(_T.c.claimable_at <= now)
-        .order_by(_T.c.priority.desc(), _T.c.claimable_at, _T.c.id)
+        .order_by(*CLAIM_ORDER)
     )
     if queue is not None:
         stmt = stmt.where(_T.c.queue == queue)
     with engine.connect() as conn:
-        return _rows(conn, _narrowed(stmt, task, limit))
+        return as_dicts(conn, _narrowed(stmt, task, limit))
 
 
 def failures(
@@ -119,7 +133,7 @@ def failures(
         .order_by(_A.c.finished_at.desc(), _A.c.id.desc())
     )
     with engine.connect() as conn:
-        rows = _rows(conn, _narrowed(stmt, task, limit))
+        rows = as_dicts(conn, _narrowed(stmt, task, limit))
     for row in rows:
         run_at = row.pop("run_at")
         row["next_run_at"] = run_at if row["status"] == RETRYING else None
@@ -147,7 +161,7 @@ def dead(
         dead_select().where(_T.c.status == DEAD).order_by(_T.c.finished_at.desc(), _T.c.id.desc())
     )
     with engine.connect() as conn:
-        return _rows(conn, _narrowed(stmt, task, limit))
+        return as_dicts(conn, _narrowed(stmt, task, limit))
 
 
 @dataclass(frozen=True)
@@ -201,10 +215,10 @@ def show(engine: Engine, task_id: int) -> TaskDetail:
         .order_by(_A.c.id)
     )
     with engine.connect() as conn:
-        found = _rows(conn, stmt)
+        found = as_dicts(conn, stmt)
         if not found:
             raise NotFound(f"no task with id {task_id}")
-        history = _rows(conn, history_stmt)
+        history = as_dicts(conn, history_stmt)
     fields = found[0]
     # A payload written by something other than tickrun is shown as it is.
     with contextlib.suppress(ValueError):

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Engine, Select, delete, func, select
 from sqlalchemy.engine import Connection
 
-from tickrun import dialects
-from tickrun._sql import rows as _rows
+from tickrun import dialects, store
 from tickrun.errors import NotFound
-from tickrun.listings import dead_select
-from tickrun.schema import CANCELLED, DEAD, FINISHED, PENDING, WAITING, attempts, tasks
+from tickrun.lifecycle import DEAD, FINISHED, WAITING
+from tickrun.listings import as_dicts, dead_select
+from tickrun.schema import attempts, tasks
 
 # Ids per IN (...) list: far below every database's bound-parameter limit.
 CHUNK = 500
@@ -58,7 +58,7 @@ def _locked_by_id(conn: Connection, stmt: Select[Any], ids: Sequence[int]) -> li
     # Locked in id order, so two repairs of overlapping ids wait for each other, never deadlock.
     for chunk in _chunks(sorted(ids)):
         selected = stmt.where(_T.c.id.in_(chunk)).order_by(_T.c.id)
-        for row in _rows(conn, dialects.locked(selected, conn)):
+        for row in as_dicts(conn, dialects.locked(selected, conn)):
             found[row["id"]] = row
     missing = [i for i in ids if i not in found]
     if missing:
@@ -82,7 +82,7 @@ def _pick(
         skipped = {r["id"]: r["status"] for r in rows if r["status"] not in wanted}
         return Moved(chosen, skipped)
     stmt = stmt.where(_T.c.status.in_(wanted), *where).order_by(_T.c.id)
-    return Moved(_rows(conn, dialects.locked(stmt, conn)))
+    return Moved(as_dicts(conn, dialects.locked(stmt, conn)))
 
 
 def retry_dead(
@@ -103,21 +103,7 @@ def retry_dead(
         moved = _pick(conn, ids, (DEAD,), where)
         if not dry_run:
             for chunk in _chunks(moved.ids):
-                conn.execute(
-                    update(_T)
-                    .where(_T.c.id.in_(chunk), _T.c.status == DEAD)
-                    .values(
-                        status=PENDING,
-                        attempts=0,
-                        run_at=now,
-                        claimable_at=now,
-                        started_at=None,
-                        finished_at=None,
-                        lease_until=None,
-                        claim_token=None,
-                        worker=None,
-                    )
-                )
+                store.revive_dead(conn, chunk, now)
     return moved
 
 
@@ -150,11 +136,7 @@ def cancel(engine: Engine, now: datetime, ids: Sequence[int]) -> Moved:
     with engine.begin() as conn:
         moved = _pick(conn, ids, WAITING, ())
         for chunk in _chunks(moved.ids):
-            conn.execute(
-                update(_T)
-                .where(_T.c.id.in_(chunk), _T.c.status.in_(WAITING))
-                .values(status=CANCELLED, finished_at=now, claimable_at=None)
-            )
+            store.cancel_waiting(conn, chunk, now)
     return moved
 
 

@@ -239,17 +239,3 @@ def apply_ddl_options() -> None:
         table.dialect_kwargs["sqlite_autoincrement"] = True
     claim_index.dialect_kwargs["postgresql_where"] = tasks.c.claimable_at.isnot(None)
     claim_index.dialect_kwargs["sqlite_where"] = tasks.c.claimable_at.isnot(None)
-
-
-# TEMPORARY re-export for tickrun/queries.py until it is split (issue 10); removed after.
-from tickrun.lifecycle import (  # noqa: E402, F401
-    CANCELLED,
-    DEAD,
-    FINISHED,
-    PENDING,
-    RETRYING,
-    RUNNING,
-    STATUSES,
-    SUCCEEDED,
-    WAITING,
-)

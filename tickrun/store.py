@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from tickrun import dialects
 from tickrun.lifecycle import (
+    CANCELLED,
     DEAD,
     PENDING,
     RETRYING,
@@ -340,6 +341,25 @@ def release(engine: Engine, held: Iterable[Claimed], now: datetime) -> int:
                 ],
             )
     return len(mine)
+
+
+def revive_dead(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    """``dlq retry``: the dead tasks among ``ids`` become pending, due now, attempts from 0
+    (their history is kept)."""
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id.in_(ids), tasks.c.status == DEAD)
+        .values(**left_running(PENDING, now, now), attempts=0, started_at=None, worker=None)
+    )
+
+
+def cancel_waiting(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    """``cancel``: the pending or retrying tasks among ``ids`` become cancelled."""
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id.in_(ids), tasks.c.status.in_(WAITING))
+        .values(left_running(CANCELLED, now))
+    )
 
 
 def start_run(engine: Engine, *, host: str, worker: str, pid: int, now: datetime) -> int:
