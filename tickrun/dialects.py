@@ -67,9 +67,10 @@ def prepare_threshold(query: Mapping[str, str | tuple[str, ...]]) -> int | None:
     connection already holds a ``_pg3_0`` that another client prepared
     (``prepared statement "_pg3_0" already exists``). A pooler cannot be detected from the
     client (it forwards the server's greeting), and the failure comes only after the fifth
-    run of a statement, so tickrun never prepares: its statements are few and cheap to plan
-    (bench/README.md, "Prepared statements", measures what that costs on a direct
-    connection). ``?prepare_threshold=N`` turns preparing back on for direct connections and
+    run of a statement, so tickrun never prepares. On a direct connection that costs 9 % of
+    one-at-a-time enqueues and 15 % of a run's drain rate, mostly psycopg's executemany() of
+    a batch's attempts, which parses each row's INSERT again (bench/README.md, "Prepared
+    statements"). ``?prepare_threshold=N`` turns preparing back on for direct connections and
     ``none`` keeps it off; the URL's text is parsed here because SQLAlchemy would hand it to
     psycopg as a string, where psycopg needs an int or None.
     """
