@@ -15,6 +15,9 @@ install: $(BIN)/tickrun
 demo: install
 	cd examples/demo && PATH="$(abspath $(BIN)):$$PATH" sh run_demo.sh
 
+# PostgreSQL and MariaDB tests run when their servers answer (TICKRUN_TEST_POSTGRES_URL,
+# TICKRUN_TEST_MYSQL_URL); tests/test_pgbouncer.py when a pgbouncer binary is installed too
+# (apt-get install pgbouncer): it starts its own. Each is skipped, with the reason, otherwise.
 test: install
 	$(BIN)/ruff check tickrun tests bench examples
 	$(BIN)/ruff format --check tickrun tests bench examples

@@ -36,6 +36,12 @@ DATA_TABLES = ("tickrun_tasks", "tickrun_attempts", "tickrun_runs", "tickrun_sch
 BULK_CHUNK = 250_000  # rows per INSERT ... SELECT, so no statement holds a huge transaction
 
 
+def _admin_engine(url: str) -> Engine:
+    """An autocommit engine on the administrative database, with tickrun's options for the URL
+    (so a URL option tickrun reads, such as ``?prepare_threshold=5``, works here too)."""
+    return create_engine(url, **{**dialects.engine_options(url), "isolation_level": "AUTOCOMMIT"})
+
+
 class Unavailable(Exception):
     """The server cannot be used for this benchmark run (the message says why)."""
 
@@ -62,7 +68,7 @@ class BenchDB:
         admin_url = SERVER_URLS[kind]
         name = f"tickrun_bench_{uuid.uuid4().hex[:10]}"
         try:
-            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            admin = _admin_engine(admin_url)
             with admin.connect() as conn:
                 if kind == "postgresql":
                     conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -104,7 +110,7 @@ class BenchDB:
                 os.rmdir(self.workdir)
             return
         open_engine(self.url).dispose()
-        admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        admin = _admin_engine(self.admin_url)
         with admin.connect() as conn:
             if self.kind == "postgresql":
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))

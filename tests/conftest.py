@@ -4,14 +4,23 @@ their servers answer. Each test session creates its own server databases and dro
 Server URLs (an administrative database to connect to) come from TICKRUN_TEST_POSTGRES_URL and
 TICKRUN_TEST_MYSQL_URL, defaulting to the local servers; an unreachable server skips its tests
 with the reason, unless TICKRUN_TEST_REQUIRE_SERVERS=1 (CI), where it fails them.
+
+The ``pgbouncer`` fixture starts a PgBouncer of its own (transaction pooling) in front of that
+PostgreSQL; without a ``pgbouncer`` binary its tests are skipped, unless
+TICKRUN_TEST_REQUIRE_PGBOUNCER=1 (CI), where they fail.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +41,7 @@ SERVERS = {
     "mysql": os.environ.get("TICKRUN_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql"),
 }
 REQUIRE = os.environ.get("TICKRUN_TEST_REQUIRE_SERVERS") == "1"
+REQUIRE_PGBOUNCER = os.environ.get("TICKRUN_TEST_REQUIRE_PGBOUNCER") == "1"
 BACKENDS = ["sqlite", "postgresql", "mysql"]
 
 
@@ -88,6 +98,162 @@ def servers() -> Iterator[ServerDatabases]:
     dbs = ServerDatabases()
     yield dbs
     dbs.drop_all()
+
+
+class PgBouncer:
+    """A PgBouncer process of this test session, in transaction pooling mode with a pool of
+    POOL_SIZE server connections per database, listening on a free loopback port and
+    forwarding every database name to the test PostgreSQL server.
+
+    ``server_round_robin`` hands idle server connections out in turn instead of the most
+    recently used first, so even one client's consecutive transactions move between them.
+    """
+
+    POOL_SIZE = 3  # small, so consecutive transactions of one client share server connections
+    START_TIMEOUT = 30.0
+
+    def __init__(self, binary: str, server_url: str) -> None:
+        self.server = make_url(server_url)
+        self.dir = Path(tempfile.mkdtemp(prefix="tickrun-pgbouncer-"))
+        self.log = self.dir / "pgbouncer.log"
+        self.port = 0
+        # PgBouncer refuses to run as root: as root, run it as the postgres system user.
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            self.user = next((u for u in ("postgres", "nobody") if _has_user(u)), None)
+            if self.user is None:
+                raise RuntimeError("running as root with neither a postgres nor a nobody user")
+            shutil.chown(self.dir, user=self.user)
+        self.proc = self._start(binary)
+
+    def _start(self, binary: str) -> subprocess.Popen[bytes]:
+        for _ in range(3):  # a free port found here may be taken before pgbouncer binds it
+            self.port = _free_port()
+            self._write_config()
+            proc = subprocess.Popen(
+                [binary, str(self.dir / "pgbouncer.ini")],
+                user=self.user,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.dir,
+            )
+            end = time.monotonic() + self.START_TIMEOUT
+            while proc.poll() is None and time.monotonic() < end:
+                with socket.socket() as probe:
+                    probe.settimeout(1)
+                    if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                        return proc
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if "Address already in use" not in self.log_text():
+                break
+        raise RuntimeError(f"pgbouncer did not start: {self.log_text()[-2000:]}")
+
+    def _write_config(self) -> None:
+        host = self.server.host or "127.0.0.1"
+        port = self.server.port or 5432
+        user = self.server.username or "postgres"
+        password = self.server.password or ""
+        (self.dir / "userlist.txt").write_text(f'"{user}" "{password}"\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            textwrap.dedent(f"""\
+                [databases]
+                * = host={host} port={port}
+
+                [pgbouncer]
+                listen_addr = 127.0.0.1
+                listen_port = {self.port}
+                unix_socket_dir =
+                auth_type = trust
+                auth_file = {self.dir / "userlist.txt"}
+                pool_mode = transaction
+                default_pool_size = {self.POOL_SIZE}
+                server_round_robin = 1
+                max_client_conn = 200
+                logfile = {self.log}
+                pidfile = {self.dir / "pgbouncer.pid"}
+                """)
+        )
+        for name in ("userlist.txt", "pgbouncer.ini"):
+            if self.user is not None:
+                shutil.chown(self.dir / name, user=self.user)
+        if self.log.exists():
+            self.log.unlink()
+
+    def url(self, database: str) -> str:
+        """The URL of ``database`` on the test PostgreSQL, through this PgBouncer."""
+        url = self.server.set(host="127.0.0.1", port=self.port, database=database)
+        return url.render_as_string(hide_password=False)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: PgBouncer's immediate shutdown
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pgbouncer_binary() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if os.access(p, os.X_OK)),
+        None,
+    )
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(servers: ServerDatabases) -> Iterator[PgBouncer]:
+    """This session's PgBouncer in front of the test PostgreSQL (transaction pooling)."""
+    servers.get("postgresql")  # skips or fails as every PostgreSQL test does, with the reason
+    binary = pgbouncer_binary()
+    if binary is None:
+        reason = "no pgbouncer binary (PATH, /usr/sbin): apt-get install pgbouncer"
+        if REQUIRE_PGBOUNCER:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    bouncer = PgBouncer(binary, SERVERS["postgresql"])
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture
+def bounced_url(pgbouncer: PgBouncer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (no tickrun schema) reached through PgBouncer;
+    dropped after the test."""
+    name = f"tickrun_test_{uuid.uuid4().hex[:10]}_pgbouncer"
+    admin = create_engine(SERVERS["postgresql"], isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = pgbouncer.url(name)
+    try:
+        yield url
+    finally:
+        open_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def empty_tables(url: str) -> None:

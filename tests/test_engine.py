@@ -15,12 +15,24 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from tickrun import App, Fail, PayloadError, Retry, TaskContext, UnknownTask, dialects, store
+from tickrun import (
+    App,
+    ConfigError,
+    Fail,
+    PayloadError,
+    Retry,
+    TaskContext,
+    UnknownTask,
+    dialects,
+    store,
+)
+from tickrun.database import open_engine
 from tickrun.failures import MAX_TEXT_BYTES
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
 from tickrun.runner import Runner, RunOptions, RunSummary, run
@@ -1040,3 +1052,36 @@ def test_a_bulk_enqueue_split_in_several_statements_is_all_or_nothing(
     with pytest.raises(DBAPIError):
         app.enqueue_many([("hello", {"name": f"{i:03d} " + "x" * 40}) for i in range(20)])
     assert count(app.engine) == 0
+
+
+# -- psycopg's prepared statements (PgBouncer's transaction pooling cannot carry them) --------
+
+
+def test_psycopg_prepares_nothing_unless_the_url_asks(servers) -> None:  # noqa: ANN001
+    base = make_url(servers.get("postgresql"))
+
+    def prepared_after_repeats(url: str) -> tuple[int | None, int]:
+        """The pooled connection's threshold, and the statements the server holds prepared
+        for it after ten keyless enqueues (the raw DB-API path) and ten keyed ones."""
+        app = simple_app(url)
+        for n in range(10):
+            app.enqueue("hello", {"name": str(n)})
+            app.enqueue("hello", {"name": str(n)}, key=f"{url}:{n}")
+        with app.engine.connect() as conn:
+            threshold = conn.connection.driver_connection.prepare_threshold
+            held = conn.execute(text("SELECT count(*) FROM pg_prepared_statements"))
+            return threshold, held.scalar_one()
+
+    assert prepared_after_repeats(base.render_as_string(hide_password=False)) == (None, 0)
+    for value in ("none", "None", ""):
+        url = base.update_query_dict({"prepare_threshold": value})
+        assert prepared_after_repeats(url.render_as_string(hide_password=False)) == (None, 0)
+    # Turned back on (for a direct connection): psycopg prepares what runs that often.
+    url = base.update_query_dict({"prepare_threshold": "2"})
+    threshold, held = prepared_after_repeats(url.render_as_string(hide_password=False))
+    assert threshold == 2 and held >= 2
+
+    for value in ("often", "-1", "2.5"):
+        url = base.update_query_dict({"prepare_threshold": value})
+        with pytest.raises(ConfigError, match="prepare_threshold"):
+            open_engine(url.render_as_string(hide_password=False))

@@ -5,6 +5,8 @@
   failing with "database is locked" when it upgrades from a read.
 - PostgreSQL and MariaDB/MySQL: claims with ``FOR UPDATE SKIP LOCKED``; MariaDB runs at
   READ COMMITTED so a claim's range scan takes no gap locks that would stall enqueues.
+- PostgreSQL through psycopg 3: no server-side prepared statements (prepare_threshold), so
+  it works behind PgBouncer in transaction pooling mode.
 """
 
 from __future__ import annotations
@@ -85,7 +87,10 @@ def engine_options(url: str) -> dict[str, Any]:
     if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     if backend == "postgresql":
-        return {"connect_args": _unless_in_url(parsed.query, POSTGRES_LINK_OPTIONS)}
+        connect_args = _unless_in_url(parsed.query, POSTGRES_LINK_OPTIONS)
+        if parsed.get_driver_name() == "psycopg":
+            connect_args["prepare_threshold"] = prepare_threshold(parsed.query)
+        return {"connect_args": connect_args}
     if backend in ("mysql", "mariadb"):
         return {
             "isolation_level": "READ COMMITTED",
@@ -97,6 +102,40 @@ def engine_options(url: str) -> dict[str, Any]:
 def _unless_in_url(query: Mapping[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     # SQLAlchemy lets connect_args override the URL's query; the user's own value must win.
     return {name: value for name, value in defaults.items() if name not in query}
+
+
+def prepare_threshold(query: Mapping[str, str | tuple[str, ...]]) -> int | None:
+    """psycopg's ``prepare_threshold`` for tickrun's connections: None (never prepare) unless
+    the URL asks for a number, as in ``postgresql+psycopg://host/db?prepare_threshold=5``.
+
+    psycopg 3 prepares a statement on the server once a connection has run it 5 times (its
+    default). Behind PgBouncer in transaction pooling mode, consecutive transactions of one
+    client may land on different server connections, so a statement prepared on one is
+    missing on the next (``prepared statement "_pg3_0" does not exist``), or a server
+    connection already holds a ``_pg3_0`` that another client prepared
+    (``prepared statement "_pg3_0" already exists``). A pooler cannot be detected from the
+    client (it forwards the server's greeting), and the failure comes only after the fifth
+    run of a statement, so tickrun never prepares. On a direct connection that costs 9 % of
+    one-at-a-time enqueues and 15 % of a run's drain rate, mostly psycopg's executemany() of
+    a batch's attempts, which parses each row's INSERT again (bench/README.md, "Prepared
+    statements"). ``?prepare_threshold=N`` turns preparing back on for direct connections and
+    ``none`` keeps it off; the URL's text is parsed here because SQLAlchemy would hand it to
+    psycopg as a string, where psycopg needs an int or None.
+    """
+    value = query.get("prepare_threshold")
+    if isinstance(value, tuple):
+        value = value[-1]
+    if value is None or value.strip().lower() in ("", "none", "null"):
+        return None
+    try:
+        threshold = int(value)
+    except ValueError:
+        raise ValueError(
+            f"prepare_threshold must be a whole number or none, not {value!r}"
+        ) from None
+    if threshold < 0:
+        raise ValueError(f"prepare_threshold must be 0 or more, not {threshold}")
+    return threshold
 
 
 def configure(engine: Engine) -> None:
