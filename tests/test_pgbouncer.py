@@ -34,7 +34,8 @@ from tests.test_crash import (
     twin_app,
 )
 from tickrun.database import open_engine
-from tickrun.schema import DEAD, SUCCEEDED, attempts, runs, schedules, tasks
+from tickrun.lifecycle import DEAD, SUCCEEDED
+from tickrun.schema import attempts, runs, schedules, tasks
 
 pytestmark = pytest.mark.slow
 
