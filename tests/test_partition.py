@@ -46,7 +46,14 @@ from tests.netns import (
     probe,
     sweep_stale,
 )
-from tests.test_crash import executions, not_due, task_rows, twin_app, wait_until
+from tests.test_crash import (
+    RunProcess,
+    executions,
+    not_due,
+    task_rows,
+    twin_app,
+    wait_until,
+)
 from tickrun import TaskContext
 from tickrun.database import open_engine
 from tickrun.lifecycle import SUCCEEDED
@@ -167,31 +174,16 @@ def database(cluster: Cluster) -> Iterator[str]:
 
 
 @dataclass
-class HostRun:
+class HostRun(RunProcess):
     """A ``tickrun run`` inside a host; a thread notes the moment it exits."""
 
     host: Host
-    proc: subprocess.Popen[bytes]
-    out: Path
-    err: Path
     exited_at: float | None = None  # monotonic
     exited_wall: float | None = None
 
     def _watch(self) -> None:
         self.proc.wait()
         self.exited_at, self.exited_wall = time.monotonic(), time.time()
-
-    def finish(self, timeout: float = DEADLINE) -> tuple[int, str, str]:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"tickrun run on {self.host.ns} did not finish within {timeout:g}s: "
-                f"{self.err.read_text()[-2000:]}"
-            ) from None
-        return code, self.out.read_text(), self.err.read_text()
 
 
 @pytest.fixture
@@ -205,7 +197,7 @@ def start_run(project: Path) -> Iterator[Callable[[Host, str, str, str], HostRun
         env = cli_env(url, {"TICKRUN_APP": ref, "PARTITION_HOST": name(host)})
         with out.open("wb") as stdout, err.open("wb") as stderr:
             proc = subprocess.Popen(argv, cwd=project, env=env, stdout=stdout, stderr=stderr)
-        run = HostRun(host, proc, out, err)
+        run = HostRun(proc, out, err, host)
         started.append(run)
         threading.Thread(target=run._watch, daemon=True).start()
         return run
