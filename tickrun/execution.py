@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -41,18 +42,19 @@ class TaskContext:
     key: str | None
     scheduled_for: datetime | None
     logger: logging.LoggerAdapter[logging.Logger]
-    _lost: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    _is_lost: Callable[[], bool] = field(default=lambda: False, repr=False, compare=False)
+    # A child process's context keeps the default: the run kills that process instead.
 
     @property
     def lease_lost(self) -> bool:
         """True once the run gave up this task's lease (it could not renew it in time): another
         run may take the task over, so the handler should stop. Never true in a child process
         (``timeout=``): the run kills that process instead."""
-        return self._lost.is_set()
+        return self._is_lost()
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` once the lease is lost; call it between steps of long work."""
-        if self._lost.is_set():
+        if self._is_lost():
             raise LeaseLost(f"task {self.task_id}: the run lost its lease; stop, it will run again")
 
 
@@ -97,7 +99,7 @@ def make_context(
     max_attempts: int,
     key: str | None,
     scheduled_for: datetime | None,
-    lost: threading.Event | None = None,
+    is_lost: Callable[[], bool] = lambda: False,
 ) -> TaskContext:
     logger = logging.LoggerAdapter(
         logging.getLogger(f"tickrun.task.{spec.name}"), {"task_id": task_id, "attempt": attempt}
@@ -110,7 +112,7 @@ def make_context(
         key,
         scheduled_for,
         logger,
-        lost if lost is not None else threading.Event(),
+        is_lost,
     )
 
 

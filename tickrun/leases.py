@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 log = logging.getLogger("tickrun")
 
@@ -46,7 +46,6 @@ class LeaseGuard:
         self._lock = threading.Lock()
         self._leases: dict[int, float] = {}  # task id -> lease, seconds
         self._valid_from: dict[int, float] = {}  # task id -> monotonic start of last renewal
-        self._flags: dict[int, threading.Event] = {}  # set once the lease is lost
         self._lost: set[int] = set()
         self.cut_off = threading.Event()
         self._stop = threading.Event()
@@ -61,17 +60,15 @@ class LeaseGuard:
         if self._thread is not None:
             self._thread.join()
 
-    def hold(self, task_id: int, lease: float, since: float) -> None:
-        """A task claimed by a statement sent at monotonic ``since``."""
+    def hold(self, leases: Mapping[int, float], since: float) -> None:
+        """Tasks (id -> lease) claimed by a statement sent at monotonic ``since``."""
         with self._lock:
-            self._leases[task_id] = lease
-            self._valid_from[task_id] = since
-            self._flags[task_id] = threading.Event()
+            self._leases.update(leases)
+            self._valid_from.update(dict.fromkeys(leases, since))
 
-    def flag(self, task_id: int) -> threading.Event:
-        """Set once the task's lease is lost: what its context reports."""
-        with self._lock:
-            return self._flags[task_id]
+    def is_lost(self, task_id: int) -> bool:
+        """What the task's context reports as ``lease_lost``."""
+        return task_id in self._lost  # one set lookup: cheap enough to poll between steps
 
     def renewed(self, task_ids: Iterable[int], since: float) -> None:
         with self._lock:
@@ -79,12 +76,13 @@ class LeaseGuard:
                 if task_id in self._valid_from and task_id not in self._lost:
                     self._valid_from[task_id] = since
 
-    def release(self, task_id: int) -> None:
-        """The task's outcome is recorded (or it was given back): nothing left to guard."""
+    def release(self, task_ids: Iterable[int]) -> None:
+        """The tasks' outcomes are recorded (or they were given back): nothing left to guard."""
         with self._lock:
-            for held in (self._leases, self._valid_from, self._flags):
-                held.pop(task_id, None)
-            self._lost.discard(task_id)
+            for task_id in task_ids:
+                self._leases.pop(task_id, None)
+                self._valid_from.pop(task_id, None)
+                self._lost.discard(task_id)
 
     def _watch(self) -> None:
         while not self._stop.wait(self._check()):
@@ -104,7 +102,6 @@ class LeaseGuard:
                 if task_id not in self._lost:
                     if now >= lose_at:
                         self._lost.add(task_id)
-                        self._flags[task_id].set()
                         newly_lost.append(task_id)
                     else:
                         wait = min(wait, lose_at - now)

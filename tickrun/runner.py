@@ -9,6 +9,7 @@ This is the only place handler errors are caught.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -267,9 +268,9 @@ class Runner:
         self.summary.lost += batch.lost
         self.summary.dead += batch.dead
         self.summary.failed += batch.dead
+        self._guard.hold({t.id: self.leases[t.name] for t in batch.tasks}, since)
         for task in batch.tasks:
             self._held[task.id] = task
-            self._guard.hold(task.id, self.leases[task.name], since)
             self._jobs.put(task)
         if batch.dead:
             log.warning("%d task(s) dead: their last attempt's lease expired", batch.dead)
@@ -307,7 +308,7 @@ class Runner:
                 task.max_attempts,
                 task.key,
                 task.scheduled_for,
-                self._guard.flag(task.id),
+                functools.partial(self._guard.is_lost, task.id),
             )
             began = clock.now()
             try:
@@ -346,13 +347,13 @@ class Runner:
 
     def _record(self, outcomes: list[store.Ended]) -> None:
         written = store.record(self.engine, outcomes, now=clock.now(), worker=self.worker)
+        self._guard.release(o.task.id for o in outcomes)
         for o in outcomes:
             if o.started_at is not None:
                 took = (o.finished_at - o.started_at).total_seconds()
                 mean = self._mean_duration
                 self._mean_duration = took if mean is None else 0.8 * mean + 0.2 * took
             self._held.pop(o.task.id, None)
-            self._guard.release(o.task.id)
             if o.task.id not in written:
                 self.summary.stale += 1
                 log.warning(
@@ -403,7 +404,7 @@ class Runner:
             self.summary.released += store.release(self.engine, unstarted, clock.now())
             for task in unstarted:
                 self._held.pop(task.id, None)
-                self._guard.release(task.id)
+            self._guard.release(task.id for task in unstarted)
 
     def _interrupt_in_flight(self) -> None:
         """At the end of the grace period: record the attempts still running as interrupted."""
