@@ -320,26 +320,22 @@ def release(engine: Engine, held: Iterable[Claimed], now: datetime) -> int:
     t = tasks
     with engine.begin() as conn:
         mine = _owned(conn, held)
-        if mine:
-            conn.execute(
-                update(t)
-                .where(t.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempts"),
-                    **{k: v for k, v in left_running(PENDING, now, now).items() if k != "status"},
-                    worker=None,
-                    started_at=None,
-                ),
-                [
-                    {
-                        "b_id": c.id,
-                        "b_status": PENDING if c.attempt <= 1 else RETRYING,
-                        "b_attempts": c.attempt - 1,
-                    }
-                    for c in mine
-                ],
-            )
+        # A task never attempted before this claim is pending again, else retrying.
+        for status, ids in (
+            (PENDING, [c.id for c in mine if c.attempt <= 1]),
+            (RETRYING, [c.id for c in mine if c.attempt > 1]),
+        ):
+            if ids:
+                conn.execute(
+                    update(t)
+                    .where(t.c.id.in_(ids))
+                    .values(
+                        **left_running(status, now, now),
+                        attempts=t.c.attempts - 1,
+                        worker=None,
+                        started_at=None,
+                    )
+                )
     return len(mine)
 
 
