@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text, update
 
 from tests.conftest import SERVERS, PgBouncer, tickrun, write_app
+from tests.test_concurrency import WORK
 from tests.test_crash import (
     DEADLINE,
     app_source,
@@ -165,13 +166,6 @@ def test_the_core_cycle_through_pgbouncer(bounced_url: str, project: Path) -> No
     assert DEAD not in {r.status for r in rows.values()}
 
 
-WORK = """
-@app.task(context=True)
-def work(ctx, n):
-    note(str(ctx.task_id))
-"""
-
-
 SERVER_BACKENDS = text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d")
 
 
@@ -180,6 +174,7 @@ def test_overlapping_runs_through_pgbouncer_execute_every_task_once(
 ) -> None:
     url = bounced_url
     database = url.rsplit("/", 1)[1]
+    # test_concurrency's handler waits for a second run at work: the runs overlap by design.
     ref = write_app(project, app_source(WORK))
     cli("init", project=project, db=url, ref=ref)
     app = twin_app(url, "work")
