@@ -255,8 +255,6 @@ def _child_main(conn: Pipe, app_ref: str, parent_pid: int) -> None:
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    import time
-
     while os.getppid() == parent_pid:
         time.sleep(1)
     os._exit(1)

@@ -44,8 +44,8 @@ class LeaseGuard:
     def __init__(self, exit_process: bool) -> None:
         self._exit_process = exit_process
         self._lock = threading.Lock()
-        self._leases: dict[int, float] = {}  # task id -> lease, seconds
-        self._valid_from: dict[int, float] = {}  # task id -> monotonic start of last renewal
+        # task id -> (lease in seconds, monotonic start of the last claim or renewal)
+        self._held: dict[int, tuple[float, float]] = {}
         self._lost: set[int] = set()
         self.cut_off = threading.Event()
         self._stop = threading.Event()
@@ -63,8 +63,7 @@ class LeaseGuard:
     def hold(self, leases: Mapping[int, float], since: float) -> None:
         """Tasks (id -> lease) claimed by a statement sent at monotonic ``since``."""
         with self._lock:
-            self._leases.update(leases)
-            self._valid_from.update(dict.fromkeys(leases, since))
+            self._held.update((task_id, (lease, since)) for task_id, lease in leases.items())
 
     def is_lost(self, task_id: int) -> bool:
         """What the task's context reports as ``lease_lost``."""
@@ -73,15 +72,14 @@ class LeaseGuard:
     def renewed(self, task_ids: Iterable[int], since: float) -> None:
         with self._lock:
             for task_id in task_ids:
-                if task_id in self._valid_from and task_id not in self._lost:
-                    self._valid_from[task_id] = since
+                if task_id in self._held and task_id not in self._lost:
+                    self._held[task_id] = (self._held[task_id][0], since)
 
     def release(self, task_ids: Iterable[int]) -> None:
         """The tasks' outcomes are recorded (or they were given back): nothing left to guard."""
         with self._lock:
             for task_id in task_ids:
-                self._leases.pop(task_id, None)
-                self._valid_from.pop(task_id, None)
+                self._held.pop(task_id, None)
                 self._lost.discard(task_id)
 
     def _watch(self) -> None:
@@ -95,8 +93,7 @@ class LeaseGuard:
         overdue: list[int] = []
         wait = 0.25
         with self._lock:
-            for task_id, since in self._valid_from.items():
-                lease = self._leases[task_id]
+            for task_id, (lease, since) in self._held.items():
                 lose_at = since + lease - margin(lease)
                 exit_at = since + lease - margin(lease) / 2
                 if task_id not in self._lost:
