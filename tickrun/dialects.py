@@ -176,6 +176,14 @@ def rebuild_sqlite_table(conn: Connection, table: Table) -> None:
     conn.exec_driver_sql(f'DROP TABLE "{old_name}"')
 
 
+def add_column(conn: Connection, table: Table, column: Any) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for a column of ``table``'s metadata (names quoted by the
+    dialect; nothing here comes from data)."""
+    spec = conn.dialect.ddl_compiler(conn.dialect, None).get_column_specification(column)
+    quote = conn.dialect.identifier_preparer.quote
+    conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {spec}")
+
+
 def raise_sqlite_sequence(conn: Connection, table: Table, floor: Select[Any]) -> None:
     """Make the next AUTOINCREMENT id of ``table`` exceed the value ``floor`` selects."""
     value = conn.execute(floor).scalar()

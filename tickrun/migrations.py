@@ -31,8 +31,28 @@ def _ids_never_reused(conn: Connection) -> None:
     dialects.raise_sqlite_sequence(conn, tasks, select(func.max(attempts.c.task_id)))
 
 
+def _add_missing(conn: Connection) -> None:
+    """Version 3: the columns and indexes the metadata has and an existing table lacks.
+
+    New tables are created by ``create_all`` before any step runs. New columns are nullable
+    (or have a constant default), so adding them never rewrites what older rows mean.
+    """
+    from sqlalchemy import inspect
+
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                dialects.add_column(conn, table, column)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
 # version reached -> the step that upgrades the previous version to it, in place.
-UPGRADES: dict[int, Callable[[Connection], None]] = {2: _ids_never_reused}
+UPGRADES: dict[int, Callable[[Connection], None]] = {2: _ids_never_reused, 3: _add_missing}
 
 
 def init_schema(engine: Engine, attempts: int = 5) -> tuple[int | None, int]:

@@ -28,7 +28,8 @@ from sqlalchemy import (
 )
 
 # 2: SQLite tables whose ids users see (tasks, runs) are AUTOINCREMENT, so ids are never reused.
-SCHEMA_VERSION = 2
+# 3: columns and tables for flow control, alerts and results (added in place by `tickrun init`).
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(TypeDecorator[datetime]):
