@@ -179,7 +179,9 @@ def rebuild_sqlite_table(conn: Connection, table: Table) -> None:
 def add_column(conn: Connection, table: Table, column: Any) -> None:
     """``ALTER TABLE ... ADD COLUMN`` for a column of ``table``'s metadata (names quoted by the
     dialect; nothing here comes from data)."""
-    spec = conn.dialect.ddl_compiler(conn.dialect, None).get_column_specification(column)
+    from sqlalchemy.schema import CreateColumn
+
+    spec = CreateColumn(column).compile(dialect=conn.dialect)
     quote = conn.dialect.identifier_preparer.quote
     conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {spec}")
 
