@@ -148,7 +148,11 @@ def test_init_upgrades_a_v1_sqlite_database_from_several_processes_at_once(
     blocked = tickrun("due", cwd=project, db=url)
     assert blocked.returncode == 2 and "run `tickrun init`" in blocked.stderr, blocked.stderr
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        rows_before = conn.execute("SELECT * FROM tickrun_tasks ORDER BY id").fetchall()
+        cursor = conn.execute("SELECT * FROM tickrun_tasks ORDER BY id")
+        rows_before = cursor.fetchall()
+        old_columns = [d[0] for d in cursor.description]
+    # Columns of later versions are added empty; the old ones keep every value.
+    kept = ", ".join(f'"{c}"' for c in old_columns)
 
     procs = [
         subprocess.Popen(
@@ -167,7 +171,9 @@ def test_init_upgrades_a_v1_sqlite_database_from_several_processes_at_once(
     assert sum("upgraded" in out for out, _ in outputs) == 1, outputs
 
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        assert conn.execute("SELECT * FROM tickrun_tasks ORDER BY id").fetchall() == rows_before
+        after = conn.execute(f"SELECT {kept} FROM tickrun_tasks ORDER BY id").fetchall()
+        assert after == rows_before
+        assert conn.execute("SELECT DISTINCT group_key FROM tickrun_tasks").fetchall() == [(None,)]
         assert conn.execute("SELECT count(*) FROM tickrun_attempts").fetchone() == (1,)
         version = conn.execute("SELECT value FROM tickrun_meta").fetchone()
     assert version == (str(SCHEMA_VERSION),)

@@ -16,9 +16,9 @@ PACKAGE = ROOT / "tickrun"
 # Lowest first; a module may import modules of its own layer or below it.
 LAYERS: list[set[str]] = [
     {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output"},
-    {"schema", "config", "leases", "specs"},
+    {"schema", "config", "leases", "specs", "flow"},
     {"dialects"},
-    {"database", "migrations", "store"},
+    {"database", "migrations", "store", "gate"},
     {"app"},
     {"scheduler", "loader"},
     {"execution"},

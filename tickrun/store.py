@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
-from tickrun import dialects
+from tickrun import dialects, gate
+from tickrun.flow import Limit
 from tickrun.lifecycle import (
     CANCELLED,
     DEAD,
@@ -61,6 +62,13 @@ class ClaimBatch:
     tasks: list[Claimed]
     lost: int  # earlier attempts whose lease expired, recorded as such
     dead: int  # of those, tasks with no attempt left, now dead
+    seen: int = 0  # due rows the claim looked at: fewer than asked means none is left
+    wake_at: datetime | None = None  # when a full rate window next lets a start in
+
+    def exhausted(self, asked: int) -> bool:
+        """Nothing more is claimable now: fewer rows were due than asked for, or every one
+        was held back by a limit."""
+        return self.seen < asked or not (self.tasks or self.dead)
 
 
 @dataclass(frozen=True)
@@ -131,8 +139,11 @@ def due_query(names: Sequence[str], queues: Sequence[str], limit: int, now: date
             t.c.started_at,
             t.c.scheduled_for,
             t.c.schedule,
+            t.c.group_key,
+            t.c.group_limit,
+            t.c.group_order,
         )
-        .where(t.c.claimable_at <= now, t.c.name.in_(names))
+        .where(t.c.claimable_at <= now, t.c.name.in_(names), gate.group_filter(now))
         .order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id)
         .limit(limit)
     )
@@ -148,16 +159,21 @@ def claim(
     worker: str,
     leases: Mapping[str, float],
     now: datetime,
+    limits: Sequence[Limit] = (),
+    flow_cap: int | None = None,
 ) -> ClaimBatch:
     """Atomically claim up to ``limit`` due tasks, in claim order; counts the attempt now.
 
     A due ``running`` row is one whose lease expired: its lost attempt is recorded, and if it
-    has no attempt left it becomes ``dead`` instead of running again.
+    has no attempt left it becomes ``dead`` instead of running again. Tasks that ``limits`` or
+    their group hold back are left as they are (tickrun.gate); at most ``flow_cap`` limited
+    tasks are taken.
     """
     t = tasks
     token = uuid.uuid4().hex
     with engine.begin() as conn:
-        stmt = due_query(names, queues, limit, now)
+        flow = gate.open_gate(conn, limits, names, queues, now)
+        stmt = due_query(names, queues, limit, now).where(*gate.exclusions(flow, flow_cap))
         rows = conn.execute(dialects.for_claim(stmt, conn)).all()
         lost = [r for r in rows if r.status == RUNNING]
         exhausted = {r.id for r in lost if after_failure(r.attempts, r.max_attempts) == DEAD}
@@ -188,7 +204,9 @@ def claim(
                     last_traceback=None,
                 )
             )
-        chosen = [r for r in rows if r.id not in exhausted]
+        chosen = gate.admit(conn, flow, [r for r in rows if r.id not in exhausted], flow_cap)
+        gate.log_starts(conn, flow)
+        wake_at = gate.rate_held(conn, flow, names) if len(chosen) < limit else None
         by_lease: dict[float, list[int]] = defaultdict(list)
         for r in chosen:
             by_lease[leases[r.name]].append(r.id)
@@ -223,7 +241,16 @@ def claim(
         )
         for r in chosen
     ]
-    return ClaimBatch(tasks=claimed, lost=len(lost), dead=len(exhausted))
+    return ClaimBatch(
+        tasks=claimed, lost=len(lost), dead=len(exhausted), seen=len(rows), wake_at=wake_at
+    )
+
+
+def register_limits(engine: Engine, defined: Sequence[Limit], now: datetime) -> None:
+    """Record the application's task and queue limits (a run does it as it starts)."""
+    if defined:
+        with engine.begin() as conn:
+            gate.register(conn, defined, now)
 
 
 def _owned(conn: Connection, held: Iterable[Claimed]) -> list[Claimed]:
