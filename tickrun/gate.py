@@ -237,7 +237,7 @@ def admit(conn: Connection, gate: Gate, rows: Sequence[Any], cap: int | None) ->
             .where(t.c.group_key.in_(ordered), blocking(t))
             .group_by(t.c.group_key)
         )
-        heads = dict(conn.execute(stmt).tuples().all())
+        heads = {group: first for group, first in conn.execute(stmt)}
     counted = sorted({r.group_key for r in grouped if r.group_limit is not None})
     if counted:
         _lock(conn, (group_scope(g) for g in counted), gate.now)
@@ -246,7 +246,7 @@ def admit(conn: Connection, gate: Gate, rows: Sequence[Any], cap: int | None) ->
             .where(t.c.group_key.in_(counted), t.c.status == RUNNING, t.c.lease_until > gate.now)
             .group_by(t.c.group_key)
         )
-        in_use.update(dict(conn.execute(stmt).tuples().all()))
+        in_use.update({group: n for group, n in conn.execute(stmt)})
     taken = []
     flow_taken = 0
     for row in rows:

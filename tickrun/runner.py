@@ -348,6 +348,8 @@ class Runner:
                 task.key,
                 task.scheduled_for,
                 functools.partial(self._guard.is_lost, task.id),
+                claimed_at=task.started_at,
+                group=task.group,
             )
             began = clock.now()
             try:

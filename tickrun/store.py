@@ -55,6 +55,7 @@ class Claimed:
     token: str
     started_at: datetime
     schedule: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,13 @@ def claim(
         flow = gate.open_gate(conn, limits, names, queues, now)
         stmt = due_query(names, queues, limit, now).where(*gate.exclusions(flow, flow_cap))
         rows = conn.execute(dialects.for_claim(stmt, conn)).all()
-        lost = [r for r in rows if r.status == RUNNING]
-        exhausted = {r.id for r in lost if after_failure(r.attempts, r.max_attempts) == DEAD}
+        expired = [r for r in rows if r.status == RUNNING]
+        exhausted = {r.id for r in expired if after_failure(r.attempts, r.max_attempts) == DEAD}
+        chosen = gate.admit(conn, flow, [r for r in rows if r.id not in exhausted], flow_cap)
+        # A lost attempt is recorded when its task is claimed again or dies, not while a limit
+        # holds the task back (it would be recorded again by every claim that saw it).
+        taken = {r.id for r in chosen} | exhausted
+        lost = [r for r in expired if r.id in taken]
         if lost:
             conn.execute(
                 insert(attempts),
@@ -204,7 +210,6 @@ def claim(
                     last_traceback=None,
                 )
             )
-        chosen = gate.admit(conn, flow, [r for r in rows if r.id not in exhausted], flow_cap)
         gate.log_starts(conn, flow)
         wake_at = gate.rate_held(conn, flow, names) if len(chosen) < limit else None
         by_lease: dict[float, list[int]] = defaultdict(list)
@@ -236,6 +241,7 @@ def claim(
             key=r.key,
             scheduled_for=r.scheduled_for,
             schedule=r.schedule,
+            group=r.group_key,
             token=token,
             started_at=now,
         )
