@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from tests.conftest import tickrun, write_app
 from tests.test_engine import T0, new_app, row
-from tickrun import App, ConfigError, PayloadError, UsageError, store
+from tickrun import App, ConfigError, PayloadError, UsageError, clock, store
 from tickrun.flow import Rate, parse_rate
 from tickrun.lifecycle import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, Outcome
 from tickrun.schema import attempts, tasks
@@ -343,3 +345,136 @@ def test_parse_rate_units() -> None:
     assert parse_rate("10/30s", "x") == Rate(10, 30.0)
     assert str(Rate(10, 30.0)) == "10/30s" and str(Rate(25, 1.0)) == "25/s"
     assert json.dumps(str(parse_rate("5/d", "x"))) == '"5/d"'
+
+
+# -- what the commands show --------------------------------------------------------------------
+
+CLI_APP = """
+from tickrun import App
+
+app = App()
+app.queue("stripe", rate="2/h", concurrency=3)
+
+
+@app.task(queue="stripe")
+def charge(n):
+    pass
+
+
+@app.task(concurrency_key="account", ordered=True)
+def event(account, n=0):
+    raise RuntimeError("always")
+
+
+@app.task(concurrency_key="account", concurrency=1, lease=3600)
+def sync(account):
+    pass
+"""
+
+
+def test_due_stats_and_check_show_what_limits_hold_back(db_url: str, project: Path) -> None:
+    ref = write_app(project, CLI_APP)
+    env = {"TICKRUN_APP": ref}
+    app = new_app(db_url)
+    app.task(name="charge", queue="stripe")(lambda n: None)
+    app.task(name="event", concurrency_key="account", ordered=True, max_attempts=1)(
+        lambda account, n=0: None
+    )
+    app.task(name="sync", concurrency_key="account", concurrency=1, lease=3600)(
+        lambda account: None
+    )
+    app.queue("stripe", rate="2/h", concurrency=3)
+    now = clock.now()
+    past = now - timedelta(minutes=10)
+    charges = [app.enqueue("charge", {"n": n}, run_at=past) for n in range(3)]
+    head = app.enqueue("event", {"account": 9}, run_at=past)
+    later = app.enqueue("event", {"account": 9, "n": 1}, run_at=past)
+    syncs = [app.enqueue("sync", {"account": 5}, run_at=past) for _ in range(2)]
+    # Two charges start (the rate), the first sync holds account 5, the event dies.
+    batch = store.claim(
+        app.engine,
+        names=["charge", "sync", "event"],
+        queues=[],
+        limit=10,
+        worker="w",
+        leases={"charge": 60, "sync": 3600, "event": 60},
+        now=now,
+        limits=app.limits(),
+    )
+    assert ids(batch) == [*charges[:2], head, syncs[0]]
+    store.register_limits(app.engine, app.limits(), now)
+    dead = [c for c in batch.tasks if c.id == head]
+    finish(app, store.ClaimBatch(dead, 0, 0), now, DEAD)
+
+    result = tickrun("due", "--json", cwd=project, db=db_url, env=env)
+    assert result.returncode == 0, result.stderr
+    held = {r["id"]: r["held"] for r in json.loads(result.stdout)}
+    assert held == {
+        charges[2]: "queue rate (2/h)",
+        later: f"waiting for #{head}",
+        syncs[1]: "key busy (1/1)",
+    }
+    table = tickrun("due", cwd=project, db=db_url, env=env).stdout
+    assert "held" in table and f"waiting for #{head}" in table
+
+    result = tickrun("stats", "--limits", "--json", cwd=project, db=db_url, env=env)
+    assert result.returncode == 0, result.stderr
+    [stripe] = json.loads(result.stdout)
+    assert {k: stripe[k] for k in ("scope", "rate", "started_in_window", "concurrency")} == {
+        "scope": "queue:stripe",
+        "rate": "2/h",
+        "started_in_window": 2,
+        "concurrency": 3,
+    }
+    assert (stripe["running"], stripe["full"]) == (2, True)
+    assert "limits:" in tickrun("stats", cwd=project, db=db_url, env=env).stdout
+
+    result = tickrun("check", cwd=project, db=db_url, env=env)
+    assert result.returncode == 1
+    assert f"blocked: ordered group 'account=9' is held by dead task {head} (1 task waiting)" in (
+        result.stdout
+    )
+    # Held tasks are due: --max-due-age sees them age (the oldest is held by the rate).
+    result = tickrun("check", "--max-due-age", "5m", cwd=project, db=db_url, env=env)
+    assert result.returncode == 1
+    assert f"due: task {charges[2]} (charge) has been due for 10m" in result.stdout
+    app.engine.dispose()
+
+
+def test_enqueue_group_from_the_command_line(db_url: str, project: Path) -> None:
+    ref = write_app(project, CLI_APP)
+    env = {"TICKRUN_APP": ref}
+    args = ("enqueue", "sync", "--payload", '{"account": 1}', "--json")
+    result = tickrun(*args, "--group", "acct:1", cwd=project, db=db_url, env=env)
+    assert result.returncode == 0, result.stderr
+    task_id = json.loads(result.stdout)["id"]
+    app = new_app(db_url)
+    assert row(app.engine, task_id).group_key == "acct:1"
+    bad = tickrun(
+        "enqueue", "sync", "--payload", '{"account": [1]}', cwd=project, db=db_url, env=env
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
+    bad = tickrun(
+        "enqueue",
+        "charge",
+        "--payload",
+        '{"n": 1}',
+        "--group",
+        "g",
+        cwd=project,
+        db=db_url,
+        env=env,
+    )
+    assert bad.returncode == 2 and "has no concurrency_key" in bad.stderr
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar_one() == 1
+
+
+def test_an_invalid_limit_in_the_app_is_a_one_line_error(project: Path, tmp_path: Path) -> None:
+    ref = write_app(project, CLI_APP.replace('rate="2/h"', 'rate="2 per hour"'))
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert tickrun("init", cwd=project, db=db).returncode == 0
+    result = tickrun("run", cwd=project, db=db, env={"TICKRUN_APP": ref})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "rate must look like 25/s" in result.stderr

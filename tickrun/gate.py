@@ -280,3 +280,110 @@ def log_starts(conn: Connection, gate: Gate) -> None:
     ]
     if rows:
         conn.execute(insert(starts), rows)
+
+
+# -- what `due`, `stats` and `check` show ------------------------------------------------------
+
+
+def registered(conn: Connection) -> dict[str, Limit]:
+    """The task and queue limits runs registered in ``tickrun_limits``."""
+    from tickrun.flow import Rate
+
+    stmt = select(limits).where(
+        or_(limits.c.rate_count.isnot(None), limits.c.concurrency.isnot(None))
+    )
+    return {
+        r.scope: Limit(
+            r.scope,
+            Rate(r.rate_count, r.rate_period) if r.rate_count is not None else None,
+            r.concurrency,
+        )
+        for r in conn.execute(stmt)
+    }
+
+
+def usage(conn: Connection, defined: dict[str, Limit], now: datetime) -> dict[str, tuple[int, int]]:
+    """Per scope: (running tasks with a live lease, starts in the rate window)."""
+    t = tasks
+    live = (t.c.status == RUNNING, t.c.lease_until > now)
+    running: dict[str, int] = {}
+    for column, prefix in ((t.c.name, "task:"), (t.c.queue, "queue:")):
+        values = [s[len(prefix) :] for s in defined if s.startswith(prefix)]
+        if values:
+            stmt = select(column, func.count()).where(*live, column.in_(values)).group_by(column)
+            running.update({prefix + v: n for v, n in conn.execute(stmt)})
+    used = {}
+    for scope, limit in defined.items():
+        started = 0
+        if limit.rate is not None:
+            since = now - timedelta(seconds=limit.rate.period)
+            stmt = select(func.count()).where(starts.c.scope == scope, starts.c.started_at > since)
+            started = conn.execute(stmt).scalar_one()
+        used[scope] = (running.get(scope, 0), started)
+    return used
+
+
+def holds(conn: Connection, rows: Sequence[Any], now: datetime) -> dict[int, str]:
+    """Why each of these due rows would not be claimed now, for those a limit holds back:
+    ``waiting for #ID`` (an earlier task of its ordered group), ``key busy (n/K)``,
+    ``task limit (n/K)``, ``queue limit (n/K)``, ``rate (25/s)``."""
+    defined = registered(conn)
+    used = usage(conn, defined, now)
+    t = tasks
+    groups = sorted({r.group_key for r in rows if r.group_key is not None})
+    earliest: dict[str, list[int]] = defaultdict(list)
+    busy: dict[str, int] = {}
+    if groups:
+        stmt = (
+            select(t.c.group_key, t.c.id)
+            .where(t.c.group_key.in_(groups), blocking(t))
+            .order_by(t.c.id)
+        )
+        for group, task_id in conn.execute(stmt):
+            earliest[group].append(task_id)
+        stmt = (
+            select(t.c.group_key, func.count())
+            .where(t.c.group_key.in_(groups), t.c.status == RUNNING, t.c.lease_until > now)
+            .group_by(t.c.group_key)
+        )
+        busy = {group: n for group, n in conn.execute(stmt)}
+    reasons: dict[int, str] = {}
+    for r in rows:
+        why = []
+        if r.group_order is not None:
+            before = [i for i in earliest.get(r.group_key, []) if i < r.id]
+            if before:
+                why.append(f"waiting for #{before[0]}")
+        if r.group_limit is not None and busy.get(r.group_key, 0) >= r.group_limit:
+            why.append(f"key busy ({busy[r.group_key]}/{r.group_limit})")
+        for scope, what in ((task_scope(r.task), "task"), (queue_scope(r.queue), "queue")):
+            limit = defined.get(scope)
+            if limit is None:
+                continue
+            running, started = used[scope]
+            if limit.concurrency is not None and running >= limit.concurrency:
+                why.append(f"{what} limit ({running}/{limit.concurrency})")
+            if limit.rate is not None and started >= limit.rate.count:
+                why.append(f"{what} rate ({limit.rate})")
+        if why:
+            reasons[r.id] = ", ".join(why)
+    return reasons
+
+
+def blocked_groups(conn: Connection) -> list[tuple[str, int, int]]:
+    """Ordered groups held by a dead task that blocks them: (group, dead task id, waiting)."""
+    t = tasks
+    dead = (
+        select(t.c.group_key, func.min(t.c.id).label("dead_id"))
+        .where(t.c.status == DEAD, t.c.group_order == "block", t.c.group_key.isnot(None))
+        .group_by(t.c.group_key)
+        .subquery()
+    )
+    stmt = (
+        select(dead.c.group_key, dead.c.dead_id, func.count(t.c.id))
+        .join(t, and_(t.c.group_key == dead.c.group_key, t.c.id > dead.c.dead_id))
+        .where(t.c.status.in_(UNFINISHED))
+        .group_by(dead.c.group_key, dead.c.dead_id)
+        .order_by(dead.c.dead_id)
+    )
+    return [(g, i, n) for g, i, n in conn.execute(stmt)]
