@@ -239,10 +239,13 @@ def test_rate_held_tasks_give_no_wake_time_when_none_is_due(db_url: str) -> None
 
 def test_a_claim_with_no_idle_worker_takes_no_limited_task(db_url: str) -> None:
     app = keyed_app(db_url, concurrency=5)
-    keyed = app.enqueue("charge", {"account": 1}, run_at=T0)
+    app.task(name="api", rate="100/s", concurrency=10)(lambda n: None)
+    limited = [app.enqueue("api", {"n": n}, run_at=T0) for n in range(3)]
+    keyed = app.enqueue("charge", {"account": 1}, run_at=s(1))
     free = app.enqueue("other", {}, run_at=s(1))
-    assert ids(claim(app, s(2), cap=0)) == [free]
-    assert ids(claim(app, s(3), cap=1)) == [keyed]
+    # Per-key limits are claimed ahead; task and queue limits only for idle workers.
+    assert ids(claim(app, s(2), cap=0)) == [keyed, free]
+    assert ids(claim(app, s(3), cap=2)) == limited[:2]
 
 
 def test_limits_are_registered_for_stats_and_locks(db_url: str) -> None:

@@ -159,15 +159,15 @@ def open_gate(
                     .group_by(column)
                 )
                 counted.update({prefix + v: n for v, n in conn.execute(stmt)})
+    rated = {s: lim.rate for s, lim in relevant.items() if lim.rate is not None}
+    if rated:
+        gate.now = _rate_clock(conn, rated, now)
     for scope, limit in relevant.items():
         room = []
         if limit.concurrency is not None:
             room.append(limit.concurrency - counted.get(scope, 0))
         if limit.rate is not None:
-            since = now - timedelta(seconds=limit.rate.period)
-            conn.execute(
-                delete(starts).where(starts.c.scope == scope, starts.c.started_at <= since)
-            )
+            since = gate.now - timedelta(seconds=limit.rate.period)
             began = list(
                 conn.execute(
                     select(starts.c.started_at).where(
@@ -185,6 +185,28 @@ def open_gate(
     return gate
 
 
+def _rate_clock(conn: Connection, rated: dict[str, Any], now: datetime) -> datetime:
+    """The time this claim's starts are logged at: ``now``, or the latest start already logged
+    in these scopes if that is later; and the log trimmed to what no claim can need.
+
+    A run reads its clock before it waits for the locks, so a claim can come after another
+    whose time is later. Logging starts in order keeps the window exact: each claim counts
+    every start within one period before its own time, and no claim's time is ever earlier
+    than a start already logged, so trimming what is a period older than the latest start
+    removes nothing a later claim counts.
+    """
+    stmt = (
+        select(starts.c.scope, func.max(starts.c.started_at))
+        .where(starts.c.scope.in_(sorted(rated)))
+        .group_by(starts.c.scope)
+    )
+    latest: dict[str, datetime] = {scope: at for scope, at in conn.execute(stmt)}
+    for scope, at in latest.items():
+        horizon = at - timedelta(seconds=rated[scope].period)
+        conn.execute(delete(starts).where(starts.c.scope == scope, starts.c.started_at <= horizon))
+    return max([now, *latest.values()])
+
+
 def limited_names(gate: Gate) -> tuple[set[str], set[str]]:
     """The task names and queues that have a limit in this claim."""
     names = {s[5:] for s in gate.defined if s.startswith("task:")}
@@ -193,13 +215,14 @@ def limited_names(gate: Gate) -> tuple[set[str], set[str]]:
 
 
 def exclusions(gate: Gate, cap: int | None) -> list[ColumnElement[bool]]:
-    """WHERE clauses for what this claim must not even look at: full scopes, and every
-    limited task when it may take none (``cap`` 0: no idle worker)."""
+    """WHERE clauses for what this claim must not even look at: full scopes, and every task
+    with a task or queue limit when it may take none (``cap`` 0: no idle worker). Tasks
+    limited per key are claimed ahead like any other: a claim holds a key's slot only for the
+    little work a run prefetches, while a task or queue slot is one of few shared by all."""
     t = tasks
     clauses: list[ColumnElement[bool]] = []
     if cap == 0:
         names, queues = limited_names(gate)
-        clauses.append(t.c.group_key.is_(None))
     else:
         names, queues = gate.excluded_names, gate.excluded_queues
     if names:
@@ -251,8 +274,7 @@ def admit(conn: Connection, gate: Gate, rows: Sequence[Any], cap: int | None) ->
     flow_taken = 0
     for row in rows:
         scopes = gate.scopes(row)
-        limited = bool(scopes) or row.group_key is not None
-        if limited and cap is not None and flow_taken >= cap:
+        if scopes and cap is not None and flow_taken >= cap:
             continue
         if any(gate.budget[s] <= 0 for s in scopes):
             continue
@@ -266,7 +288,7 @@ def admit(conn: Connection, gate: Gate, rows: Sequence[Any], cap: int | None) ->
                 gate.taken_rate[s] += 1
         if row.group_limit is not None:
             in_use[row.group_key] += 1
-        flow_taken += limited
+        flow_taken += bool(scopes)
         taken.append(row)
     return taken
 

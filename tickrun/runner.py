@@ -121,9 +121,9 @@ class Runner:
         self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
         self.leases = {name: spec.lease for name, spec in app.tasks.items()}
         self.limits = app.limits()
-        # Limited tasks are claimed only for idle workers (never ahead), so a claim's time is
-        # the handler's start and a held slot is never hoarded in a local queue.
-        self._flow = bool(self.limits) or any(s.concurrency_key for s in app.tasks.values())
+        # Tasks under a task or queue limit are claimed only for idle workers (never ahead), so
+        # a claim's time is the handler's start and a slot is never hoarded in a local queue.
+        self._flow = bool(self.limits)
         self._wake_at: datetime | None = None  # when a full rate window next admits a start
         self.summary = RunSummary(worker=self.worker)
         self._jobs: queue.Queue[store.Claimed | None] = queue.Queue()

@@ -174,6 +174,7 @@ def claim(
     token = uuid.uuid4().hex
     with engine.begin() as conn:
         flow = gate.open_gate(conn, limits, names, queues, now)
+        now = flow.now  # later than asked when a rate window already holds a later start
         stmt = due_query(names, queues, limit, now).where(*gate.exclusions(flow, flow_cap))
         rows = conn.execute(dialects.for_claim(stmt, conn)).all()
         expired = [r for r in rows if r.status == RUNNING]
