@@ -229,6 +229,23 @@ def test_rate_is_a_sliding_window_over_claim_times(db_url: str) -> None:
         assert row(app.engine, task_id).attempts == 0
 
 
+def test_a_claim_with_an_older_clock_reading_still_counts_every_start(db_url: str) -> None:
+    """Runs read the clock before they wait for the lock, so claims arrive out of time order."""
+    app = new_app(db_url)
+    app.task(name="api", rate="1/10s")(lambda n: None)
+    first = app.enqueue("api", {"n": 0}, run_at=T0)
+    assert ids(claim(app, T0)) == [first]
+    assert ids(claim(app, s(11))) == []  # nothing due: this claim only looks at the window
+    late = app.enqueue("api", {"n": 1}, run_at=T0)
+    assert ids(claim(app, s(9.5))) == []  # the start at T0 is 9.5 s before: still counted
+    assert ids(claim(app, s(10))) == [late]
+    # A claim is never logged earlier than a start already logged.
+    again = app.enqueue("api", {"n": 2}, run_at=T0)
+    batch = claim(app, s(21))
+    assert ids(batch) == [again] and batch.tasks[0].started_at == s(21)
+    assert ids(claim(app, s(25))) == []
+
+
 def test_rate_held_tasks_give_no_wake_time_when_none_is_due(db_url: str) -> None:
     app = new_app(db_url)
     app.task(name="api", rate="1/h")(lambda n: None)
