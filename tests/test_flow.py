@@ -498,3 +498,28 @@ def test_an_invalid_limit_in_the_app_is_a_one_line_error(project: Path, tmp_path
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert "rate must look like 25/s" in result.stderr
+
+
+def test_prune_forgets_old_group_lock_rows_and_claims_recreate_them(db_url: str) -> None:
+    from tickrun import maintenance
+    from tickrun.schema import limits
+
+    app = keyed_app(db_url, concurrency=1, lease=86400)
+    first = app.enqueue("charge", {"account": 1}, run_at=T0)
+    second = app.enqueue("charge", {"account": 1}, run_at=T0)
+    batch = claim(app, T0)
+    assert ids(batch) == [first]
+
+    def scopes() -> set[str]:
+        with app.engine.connect() as conn:
+            return set(conn.execute(select(limits.c.scope)).scalars())
+
+    if db_url.startswith("sqlite"):
+        assert scopes() == set()  # SQLite's write lock serialises claims: no lock rows
+    else:
+        assert scopes() == {"group:account=1"}
+    maintenance.prune(app.engine, s(7200), older_than=3600)
+    assert scopes() == set()
+    assert ids(claim(app, s(7201))) == []  # the running task still holds the key
+    finish(app, batch, s(7202))
+    assert ids(claim(app, s(7203))) == [second]

@@ -409,3 +409,14 @@ def blocked_groups(conn: Connection) -> list[tuple[str, int, int]]:
         .order_by(dead.c.dead_id)
     )
     return [(g, i, n) for g, i, n in conn.execute(stmt)]
+
+
+def forget_groups(conn: Connection, before: datetime) -> None:
+    """Delete the lock rows of groups created before ``before`` (``prune``).
+
+    Safe at any time: a claim that finds its group's row gone, or waited on a row that was
+    deleted, inserts it again before it counts (``_lock``).
+    """
+    conn.execute(
+        delete(limits).where(limits.c.scope.startswith("group:"), limits.c.updated_at < before)
+    )
