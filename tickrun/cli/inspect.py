@@ -441,6 +441,8 @@ def prune(ctx: Context, older_than: float, dry_run: bool) -> None:
     """Delete finished (succeeded, cancelled) tasks and their attempt history; prints the count.
 
     Pending, running, retrying and dead tasks are never touched (see tickrun dlq purge).
+    The lock rows of per-key limits created before then are deleted too (claims recreate
+    them).
 
     Example: tickrun prune --older-than 7d
     """
