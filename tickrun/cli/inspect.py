@@ -73,7 +73,7 @@ DUE_COLUMNS = [
     Column("run_at"),
     Column("attempts", "tries", value=lambda r: f"{r['attempts']}/{r['max_attempts']}"),
     Column("key", shrink=6),
-    Column("group", shrink=6),
+    Column("group", shrink=12),
     Column("held"),  # the reason people look: never shortened
 ]
 
