@@ -64,12 +64,24 @@ def as_dicts(conn: Connection, stmt: Executable) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def _narrowed(stmt: Select[Any], task: str | None, limit: int | None) -> Select[Any]:
-    """``stmt`` restricted to tasks named ``task`` and to ``limit`` rows, where given."""
+def _narrowed(
+    stmt: Select[Any],
+    task: str | None,
+    limit: int | None,
+    *,
+    queue: str | None = None,
+    offset: int | None = None,
+) -> Select[Any]:
+    """``stmt`` restricted to tasks named ``task`` in ``queue``, and to ``limit`` rows after
+    the first ``offset`` (the dashboard's pages), where given."""
     if task is not None:
         stmt = stmt.where(_T.c.name == task)
+    if queue is not None:
+        stmt = stmt.where(_T.c.queue == queue)
     if limit is not None:
         stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
     return stmt
 
 
@@ -80,6 +92,7 @@ def due(
     queue: str | None = None,
     task: str | None = None,
     limit: int | None = None,
+    offset: int | None = None,
 ) -> list[dict[str, Any]]:
     """Tasks due now, in claim order (priority desc, due time, id).
 
@@ -102,10 +115,8 @@ def due(
         .where(_T.c.claimable_at <= now)
         .order_by(*CLAIM_ORDER)
     )
-    if queue is not None:
-        stmt = stmt.where(_T.c.queue == queue)
     with engine.connect() as conn:
-        return as_dicts(conn, _narrowed(stmt, task, limit))
+        return as_dicts(conn, _narrowed(stmt, task, limit, queue=queue, offset=offset))
 
 
 def failures(
@@ -114,7 +125,9 @@ def failures(
     *,
     since: float,
     task: str | None = None,
+    queue: str | None = None,
     limit: int | None = None,
+    offset: int | None = None,
 ) -> list[dict[str, Any]]:
     """Failed attempts that finished within ``since`` seconds of ``now``, newest first."""
     stmt = (
@@ -133,7 +146,7 @@ def failures(
         .order_by(_A.c.finished_at.desc(), _A.c.id.desc())
     )
     with engine.connect() as conn:
-        rows = as_dicts(conn, _narrowed(stmt, task, limit))
+        rows = as_dicts(conn, _narrowed(stmt, task, limit, queue=queue, offset=offset))
     for row in rows:
         run_at = row.pop("run_at")
         row["next_run_at"] = run_at if row["status"] == RETRYING else None
@@ -154,14 +167,19 @@ def dead_select() -> Select[Any]:
 
 
 def dead(
-    engine: Engine, *, task: str | None = None, limit: int | None = None
+    engine: Engine,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
 ) -> list[dict[str, Any]]:
     """The dead-letter queue, most recently dead first."""
     stmt = (
         dead_select().where(_T.c.status == DEAD).order_by(_T.c.finished_at.desc(), _T.c.id.desc())
     )
     with engine.connect() as conn:
-        return as_dicts(conn, _narrowed(stmt, task, limit))
+        return as_dicts(conn, _narrowed(stmt, task, limit, queue=queue, offset=offset))
 
 
 @dataclass(frozen=True)

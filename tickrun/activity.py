@@ -1,0 +1,133 @@
+"""Read models of the queue's activity: per-queue counts, the runs, and attempts over time.
+
+What ``tickrun runs`` lists and what the dashboard's overview draws, beside the per-task
+``stats`` of :mod:`tickrun.listings`. SQLAlchemy Core only, the same SQL on every database,
+each read in one short transaction of its own (a page never holds a snapshot open while runs
+drain), and every ``now`` comes from the caller (tickrun.clock), never the database's ``NOW()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, case, func, select
+
+from tickrun.lifecycle import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, Outcome
+from tickrun.listings import as_dicts
+from tickrun.schema import attempts, runs, tasks
+
+# fmt: off
+RUNS_FIELDS = [
+    "id", "started_at", "finished_at", "host", "worker", "pid", "claimed", "succeeded", "retried",
+    "dead", "exit_code",
+]
+QUEUE_FIELDS = [
+    "queue", "pending", "due", "running", "retrying", "succeeded", "dead", "cancelled",
+    "oldest_due_age_s",
+]
+# fmt: on
+COUNTED = (PENDING, "due", RUNNING, RETRYING, SUCCEEDED, DEAD, CANCELLED)
+
+_T = tasks
+_A = attempts
+_R = runs
+
+
+def recent_runs(
+    engine: Engine,
+    now: datetime,
+    *,
+    since: float | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> list[dict[str, Any]]:
+    """``tickrun run`` invocations, newest first; those started within ``since`` seconds of
+    ``now`` when given. A run still going (or killed) has no ``finished_at``/``exit_code``."""
+    stmt = select(*(_R.c[f] for f in RUNS_FIELDS)).order_by(_R.c.started_at.desc(), _R.c.id.desc())
+    if since is not None:
+        stmt = stmt.where(_R.c.started_at >= now - timedelta(seconds=since))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+    with engine.connect() as conn:
+        return as_dicts(conn, stmt)
+
+
+def count_runs(engine: Engine, now: datetime, *, since: float) -> int:
+    """How many runs started within ``since`` seconds of ``now``."""
+    stmt = (
+        select(func.count())
+        .select_from(_R)
+        .where(_R.c.started_at >= now - timedelta(seconds=since))
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def queues(engine: Engine, now: datetime) -> list[dict[str, Any]]:
+    """Per queue: counts by status, how many tasks are due and the age of the oldest due one
+    (the same definitions as ``stats``, by queue instead of by task name)."""
+    by_status = select(_T.c.queue, _T.c.status, func.count()).group_by(_T.c.queue, _T.c.status)
+    due_now = (
+        select(_T.c.queue, func.count(), func.min(_T.c.claimable_at))
+        .where(_T.c.claimable_at <= now)
+        .group_by(_T.c.queue)
+    )
+    found: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for queue, status, n in conn.execute(by_status):
+            found.setdefault(queue, {})[status] = n
+        for queue, n, oldest in conn.execute(due_now):
+            found.setdefault(queue, {})["due"] = n
+            found[queue]["oldest_due_age_s"] = round((now - oldest).total_seconds(), 3)
+    out = []
+    for queue in sorted(found):
+        row: dict[str, Any] = {"queue": queue}
+        row.update({status: found[queue].get(status, 0) for status in COUNTED})
+        row["oldest_due_age_s"] = found[queue].get("oldest_due_age_s")
+        out.append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Attempts that finished in [start, end): how many succeeded and how many failed."""
+
+    start: datetime
+    end: datetime
+    succeeded: int
+    failed: int
+
+
+def throughput(engine: Engine, now: datetime, *, window: float, buckets: int) -> list[Bucket]:
+    """Attempts that finished within ``window`` seconds of ``now``, counted in ``buckets``
+    equal slices, oldest first: one grouped query, whatever the window holds.
+
+    The slice of a row is a CASE over bound edges (no date functions, which differ on every
+    database), grouped in an outer query so PostgreSQL sees one expression, not one per
+    rendering of its parameters.
+    """
+    if buckets < 1 or window <= 0:
+        raise ValueError("throughput needs a positive window and at least one bucket")
+    step = timedelta(seconds=window / buckets)
+    start = now - buckets * step
+    edges = [start + (i + 1) * step for i in range(buckets - 1)]
+    slot = case(*((_A.c.finished_at < edge, i) for i, edge in enumerate(edges)), else_=buckets - 1)
+    ok = case((_A.c.outcome == Outcome.SUCCEEDED, 1), else_=0)
+    inner = (
+        select(slot.label("slot"), ok.label("ok"))
+        .where(_A.c.finished_at >= start, _A.c.finished_at <= now)
+        .subquery()
+    )
+    stmt = select(inner.c.slot, inner.c.ok, func.count()).group_by(inner.c.slot, inner.c.ok)
+    counts = [[0, 0] for _ in range(buckets)]
+    with engine.connect() as conn:
+        for index, succeeded, n in conn.execute(stmt):
+            counts[int(index)][0 if succeeded else 1] += int(n)
+    return [
+        Bucket(start + i * step, start + (i + 1) * step, ok_n, failed_n)
+        for i, (ok_n, failed_n) in enumerate(counts)
+    ]
