@@ -49,7 +49,7 @@ from tickrun.web.security import Guard  # noqa: E402
 
 TOKEN = "s3cret-token-of-the-test-0123456789"
 XSS = "<script>window.__pwned = 1</script>"
-PAGES = ["/", "/due", "/failures", "/dlq", "/schedules", "/runs"]
+PAGES = ["/", "/stats", "/due", "/failures", "/dlq", "/schedules", "/runs"]
 
 
 @pytest.fixture
@@ -125,6 +125,13 @@ def test_pages_show_what_the_cli_prints(db_url: str, engine: Engine, frozen: Non
     assert "runs in the last hour" in overview and "<b>1</b><span>runs in the last hour" in overview
     assert f'href="/tasks/{ids["retrying"]}"' in overview  # a recent failure, linked
     assert "<svg" in overview and "<rect" in overview
+
+    stats = web.get("/stats?since=2h").text
+    cli_stats = json.loads(at_t0(db_url, "stats", "--since", "2h", "--json").stdout)
+    for row in cli_stats:
+        assert f'?task={row["task"]}"' in stats
+    assert stats.count("<tr>") - 1 == len(cli_stats)
+    assert web.get("/stats?since=nope").status_code == 400
 
     task = web.get(f"/tasks/{ids['dead']}").text
     assert "Traceback (most recent call last):" in task and "RuntimeError: gave up" in task
@@ -440,6 +447,15 @@ def test_throughput_counts_attempts_per_bucket(db_url: str, engine: Engine) -> N
     buckets = activity.throughput(engine, T0, window=3600, buckets=4)
     assert [(b.succeeded, b.failed) for b in buckets] == [(0, 1), (0, 0), (1, 0), (1, 1)]
     assert buckets[0].start == T0 - 60 * MIN and buckets[-1].end == T0
+    # Any number of buckets (the CASE tree is not only for powers of two).
+    for n in (1, 3, 7, 60):
+        counted = activity.throughput(engine, T0, window=3600, buckets=n)
+        assert len(counted) == n
+        assert sum(b.succeeded for b in counted) == 2 and sum(b.failed for b in counted) == 2
+    one_per_minute = activity.throughput(engine, T0, window=3600, buckets=60)
+    assert (one_per_minute[55].succeeded, one_per_minute[55].failed) == (1, 0)  # T0 - 5 min
+    assert (one_per_minute[54].succeeded, one_per_minute[54].failed) == (0, 1)  # T0 - 6 min
+    assert one_per_minute[1].failed == 1  # T0 - 59 min, the "lost" attempt
 
 
 def test_queues_and_runs(db_url: str, engine: Engine, frozen: None) -> None:
@@ -450,6 +466,14 @@ def test_queues_and_runs(db_url: str, engine: Engine, frozen: None) -> None:
     assert rows["mail"]["due"] == 1 and rows["mail"]["dead"] == 1 and rows["mail"]["pending"] == 1
     assert rows["mail"]["oldest_due_age_s"] == 180.0
     assert rows["media"]["due"] == 0 and rows["media"]["oldest_due_age_s"] is None
+    assert activity.status_counts(engine) == {
+        "pending": 2,
+        "running": 0,
+        "retrying": 0,
+        "succeeded": 0,
+        "dead": 1,
+        "cancelled": 0,
+    }
     add_run(engine, T0 - 10 * MIN)
     add_run(engine, T0 - 3 * 60 * MIN)
     assert activity.count_runs(engine, T0, since=3600) == 1

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, case, func, literal, select
 
-from tickrun.lifecycle import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, Outcome
+from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, STATUSES, Outcome
 from tickrun.listings import as_dicts
 from tickrun.schema import attempts, runs, tasks
 
@@ -23,12 +23,10 @@ RUNS_FIELDS = [
     "id", "started_at", "finished_at", "host", "worker", "pid", "claimed", "succeeded", "retried",
     "dead", "exit_code",
 ]
-QUEUE_FIELDS = [
-    "queue", "pending", "due", "running", "retrying", "succeeded", "dead", "cancelled",
-    "oldest_due_age_s",
-]
+QUEUE_FIELDS = ["queue", "pending", "due", "running", "retrying", "dead", "oldest_due_age_s"]
 # fmt: on
-COUNTED = (PENDING, "due", RUNNING, RETRYING, SUCCEEDED, DEAD, CANCELLED)
+UNFINISHED = (PENDING, RUNNING, RETRYING, DEAD)
+COUNTED = (PENDING, "due", RUNNING, RETRYING, DEAD)
 
 _T = tasks
 _A = attempts
@@ -67,10 +65,31 @@ def count_runs(engine: Engine, now: datetime, *, since: float) -> int:
         return int(conn.execute(stmt).scalar_one())
 
 
+def status_counts(engine: Engine) -> dict[str, int]:
+    """How many tasks are in each status (every status, 0 when none).
+
+    Grouped by status alone, which the (status, finished_at) index answers without reading
+    the table, however many finished rows it holds.
+    """
+    stmt = select(_T.c.status, func.count()).group_by(_T.c.status)
+    with engine.connect() as conn:
+        found = {status: int(n) for status, n in conn.execute(stmt)}
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
 def queues(engine: Engine, now: datetime) -> list[dict[str, Any]]:
-    """Per queue: counts by status, how many tasks are due and the age of the oldest due one
-    (the same definitions as ``stats``, by queue instead of by task name)."""
-    by_status = select(_T.c.queue, _T.c.status, func.count()).group_by(_T.c.queue, _T.c.status)
+    """Per queue: how many tasks wait, are due, run, retry or are dead, and the age of the
+    oldest due one (the definitions of ``stats``, by queue instead of by task name).
+
+    Finished tasks (succeeded, cancelled) are left out: counting them by queue reads every
+    row ever finished, seconds beside a million, for a number nobody acts on; their totals
+    are in :func:`status_counts`.
+    """
+    by_status = (
+        select(_T.c.queue, _T.c.status, func.count())
+        .where(_T.c.status.in_(UNFINISHED))
+        .group_by(_T.c.queue, _T.c.status)
+    )
     due_now = (
         select(_T.c.queue, func.count(), func.min(_T.c.claimable_at))
         .where(_T.c.claimable_at <= now)
@@ -107,15 +126,16 @@ def throughput(engine: Engine, now: datetime, *, window: float, buckets: int) ->
     equal slices, oldest first: one grouped query, whatever the window holds.
 
     The slice of a row is a CASE over bound edges (no date functions, which differ on every
-    database), grouped in an outer query so PostgreSQL sees one expression, not one per
-    rendering of its parameters.
+    database), nested as a binary search so each row costs log2(buckets) comparisons, not up
+    to ``buckets`` (1.3 s instead of 6-7 s for a million rows on SQLite); grouped in an outer
+    query so PostgreSQL sees one expression, not one per rendering of its parameters.
     """
     if buckets < 1 or window <= 0:
         raise ValueError("throughput needs a positive window and at least one bucket")
     step = timedelta(seconds=window / buckets)
     start = now - buckets * step
-    edges = [start + (i + 1) * step for i in range(buckets - 1)]
-    slot = case(*((_A.c.finished_at < edge, i) for i, edge in enumerate(edges)), else_=buckets - 1)
+    edges = [start + i * step for i in range(buckets + 1)]
+    slot = _slot(_A.c.finished_at, edges, 0, buckets)
     ok = case((_A.c.outcome == Outcome.SUCCEEDED, 1), else_=0)
     inner = (
         select(slot.label("slot"), ok.label("ok"))
@@ -131,3 +151,15 @@ def throughput(engine: Engine, now: datetime, *, window: float, buckets: int) ->
         Bucket(start + i * step, start + (i + 1) * step, ok_n, failed_n)
         for i, (ok_n, failed_n) in enumerate(counts)
     ]
+
+
+def _slot(column: Any, edges: list[datetime], low: int, high: int) -> Any:
+    """The index of the slice [edges[i], edges[i + 1]) holding ``column``, for i in
+    [low, high): a CASE tree that halves the range at each level."""
+    if high - low == 1:
+        return literal(low)
+    mid = (low + high) // 2
+    return case(
+        (column < edges[mid], _slot(column, edges, low, mid)),
+        else_=_slot(column, edges, mid, high),
+    )

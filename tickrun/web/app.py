@@ -46,9 +46,10 @@ NOTICE_COOKIE = "tickrun_notice"
 # Windows the overview's charts offer: (query value, seconds, bars).
 WINDOWS = {"1h": (3600, 30), "6h": (6 * 3600, 36), "24h": (86400, 48), "7d": (7 * 86400, 56)}
 FAILURE_WINDOW = "24h"
-STATS_WINDOW = 3600.0  # the overview's per-task table: `tickrun stats --since 1h`
+STATS_WINDOW_TEXT = "1h"  # the tasks page: `tickrun stats --since 1h`
 NAV = [
     ("overview", "/", "Overview"),
+    ("stats", "/stats", "Tasks"),
     ("due", "/due", "Due"),
     ("failures", "/failures", "Failures"),
     ("dlq", "/dlq", "Dead letters"),
@@ -155,19 +156,17 @@ class Dashboard:
         window, bars = WINDOWS[window_name]
         now = clock.now()
         per_queue = activity.queues(self.engine, now)
-        totals = {status: sum(q[status] for q in per_queue) for status in activity.COUNTED}
         ages = [q["oldest_due_age_s"] for q in per_queue if q["oldest_due_age_s"] is not None]
         buckets = activity.throughput(self.engine, now, window=window, buckets=bars)
         last_runs = activity.recent_runs(self.engine, now, limit=1)
         context = {
             "title": "Overview",
             "active": "overview",
-            "totals": totals,
+            "totals": activity.status_counts(self.engine),
+            "due_now": sum(q["due"] for q in per_queue),
             "oldest_due_age_s": max(ages) if ages else None,
             "queues": per_queue,
             "queue_fields": present.columns(per_queue, activity.QUEUE_FIELDS),
-            "stats": listings.stats(self.engine, now, since=STATS_WINDOW),
-            "stats_fields": listings.STATS_FIELDS + listings.STATS_WINDOW_FIELDS,
             "runs_last_hour": activity.count_runs(self.engine, now, since=3600),
             "last_run": last_runs[0] if last_runs else None,
             "window": window_name,
@@ -201,11 +200,7 @@ class Dashboard:
 
     def failures(self, request: Request) -> Response:
         task, queue = _filters(request)
-        since_text = request.query_params.get("since") or FAILURE_WINDOW
-        try:
-            since = parse_duration(since_text)
-        except UsageError as exc:
-            raise HTTPException(400, str(exc)) from None
+        since = _duration_arg(request, "since", FAILURE_WINDOW)
         page = self.page(request)
         now = clock.now()
         rows = listings.failures(
@@ -316,6 +311,19 @@ class Dashboard:
             "cancellable": detail.fields["status"] in WAITING,
         }
         return self.render(request, "task.html", context)
+
+    def stats(self, request: Request) -> Response:
+        since = _duration_arg(request, "since", STATS_WINDOW_TEXT)
+        now = clock.now()
+        rows = listings.stats(self.engine, now, since=since)
+        context = {
+            "title": "Tasks",
+            "active": "stats",
+            "rows": rows,
+            "fields": present.columns(rows, listings.STATS_FIELDS + listings.STATS_WINDOW_FIELDS),
+            "since": format_duration(since),
+        }
+        return self.render(request, "stats.html", context, now=now)
 
     def schedules(self, request: Request) -> Response:
         from tickrun.scheduler import schedule_rows
@@ -453,6 +461,13 @@ def _int_arg(
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise HTTPException(400, f"{name} must be {bound}, not {value}")
     return value
+
+
+def _duration_arg(request: Request, name: str, default: str) -> float:
+    try:
+        return parse_duration(request.query_params.get(name) or default)
+    except UsageError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _filters(request: Request) -> tuple[str | None, str | None]:
@@ -614,6 +629,7 @@ def create_app(
         Route("/failures", dash.failures),
         Route("/dlq", dash.dlq),
         Route("/tasks/{task_id}", dash.task),
+        Route("/stats", dash.stats),
         Route("/schedules", dash.schedules),
         Route("/runs", dash.runs),
         Route("/login", dash.login_form, methods=["GET"]),
