@@ -43,6 +43,7 @@ from tickrun.web.app import create_app  # noqa: E402
 PAGES = [
     ("overview (24h)", "/"),
     ("overview (7d: every attempt)", "/?window=7d"),
+    ("tasks (tickrun stats, 1h)", "/stats"),
     ("due", "/due"),
     ("failures (24h)", "/failures"),
     ("dlq", "/dlq"),
