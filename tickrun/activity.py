@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, case, func, literal, select
 
+from tickrun import dialects
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, STATUSES, Outcome
 from tickrun.listings import as_dicts
 from tickrun.schema import attempts, runs, tasks
@@ -99,7 +100,7 @@ def queues(engine: Engine, now: datetime) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         for queue, status, n in conn.execute(by_status):
             found.setdefault(queue, {})[status] = n
-        for queue, n, oldest in conn.execute(due_now):
+        for queue, n, oldest in conn.execute(dialects.unfinished(due_now, conn)):
             found.setdefault(queue, {})["due"] = n
             found[queue]["oldest_due_age_s"] = round((now - oldest).total_seconds(), 3)
     out = []

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import Executable
 
+from tickrun import dialects
 from tickrun.errors import NotFound
 from tickrun.lifecycle import (
     CANCELLED,
@@ -116,7 +117,8 @@ def due(
         .order_by(*CLAIM_ORDER)
     )
     with engine.connect() as conn:
-        return as_dicts(conn, _narrowed(stmt, task, limit, queue=queue, offset=offset))
+        narrowed = _narrowed(stmt, task, limit, queue=queue, offset=offset)
+        return as_dicts(conn, dialects.unfinished(narrowed, conn, claim_order=True))
 
 
 def failures(
