@@ -301,6 +301,30 @@ def test_retry_from_the_dlq_moves_the_task_back_to_pending(
     assert "retried" not in web.get("/dlq").text  # the notice is shown once
 
 
+def test_behind_a_proxy_prefix_links_and_redirects_keep_it(
+    db_url: str, engine: Engine, frozen: None
+) -> None:
+    """uvicorn --root-path puts the prefix in front of the path, as a proxy that strips it
+    expects: links and the redirect after an action carry it, filters included."""
+    ids = mixed_state(engine)
+    web = TestClient(
+        create_app(engine, allow_actions=True),
+        base_url="http://127.0.0.1:8080",
+        root_path="/tickrun",
+    )
+    page = web.get("/dlq?task=sync")
+    assert page.status_code == 200
+    assert 'href="/tickrun/static/tickrun.css"' in page.text
+    assert f'href="/tickrun/tasks/{ids["dead"]}"' in page.text
+    assert 'name="next" value="/dlq?task=sync"' in page.text
+    response = web.post(
+        "/dlq/retry",
+        data={"csrf": csrf_of(page.text), "id": str(ids["dead"]), "next": "/dlq?task=sync"},
+        follow_redirects=False,
+    )
+    assert response.headers["location"] == "/tickrun/dlq?task=sync"
+
+
 def test_retry_all_and_purge_by_task_and_age(db_url: str, engine: Engine, frozen: None) -> None:
     old = add_task(engine, name="a", status="dead", finished_at=T0 - 40 * 24 * 60 * MIN)
     young = add_task(engine, name="a", status="dead", finished_at=T0 - MIN)

@@ -128,7 +128,10 @@ class Dashboard:
             "csrf": self.guard.csrf_token(nonce),
             "notice": notice,
             "ago": lambda value: present.relative(now, value),
-            "path": request.url.path,
+            # Where an action sends the browser back to: this page, its filters included, as
+            # a path inside the dashboard (redirects add the root path again).
+            "path": _route_path(request.scope)
+            + (f"?{request.url.query}" if request.url.query else ""),
             "logged_in": self.guard.token is not None and SESSION_COOKIE in request.cookies,
             **context,
         }
@@ -580,13 +583,20 @@ class _Gate:
         await self.inner(scope, receive, send_with_headers)
 
 
-def _open_path(scope: Scope) -> bool:
-    """Paths that need no token: the login form and the page's own script and style."""
+def _route_path(scope: Scope) -> str:
+    """The request's path inside the dashboard: without the --root-path prefix, which
+    uvicorn puts in front of it."""
     path: str = scope.get("path", "")
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
-        path = path[len(root) :]
-    return path in ("/login",) or path.startswith("/static/")
+        path = path[len(root) :] or "/"
+    return path
+
+
+def _open_path(scope: Scope) -> bool:
+    """Paths that need no token: the login form and the page's own script and style."""
+    path = _route_path(scope)
+    return path == "/login" or path.startswith("/static/")
 
 
 def create_app(
