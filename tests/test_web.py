@@ -648,9 +648,10 @@ def test_schedules_come_from_the_configured_application(db_url: str, project: Pa
     assert status == 200 and "weekly" in html and "Europe/Paris" in html
 
 
-def test_the_wheel_ships_templates_and_static_files(tmp_path: Path) -> None:
+def test_the_wheel_ships_templates_and_static_files(tmp_path: Path, project: Path) -> None:
     """What `pip install 'tickrun[web]'` gets: a wheel holding the templates, the script and
-    the stylesheet, not only the Python modules."""
+    the stylesheet, not only the Python modules; and the dashboard served from that
+    installed copy, not from this checkout."""
     out = tmp_path / "wheel"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
@@ -668,6 +669,42 @@ def test_the_wheel_ships_templates_and_static_files(tmp_path: Path) -> None:
     metadata = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     assert 'extra == "web"' in text
+
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert install.returncode == 0, install.stderr
+    env = {"PYTHONPATH": str(site)}  # before the editable install of this checkout
+    where = subprocess.run(
+        [sys.executable, "-c", "import tickrun.web.app as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env=cli_env(None, env),
+    )
+    assert where.stdout.strip().startswith(str(site)), where
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    assert tickrun("init", cwd=project, db=db).returncode == 0
+    server = Server(project, db, env=env)
+    try:
+        assert server.get("/")[0] == 200
+        assert server.get("/static/tickrun.css")[0] == 200
+    finally:
+        assert server.stop()[0] == 0
 
 
 def test_the_core_never_imports_the_web_framework(project: Path) -> None:
