@@ -58,8 +58,9 @@ def web(
     root_path: str,
     page_size: int,
 ) -> None:
-    """Serve the dashboard: overview, due, failures, dead letters (with retry and purge), one
-    task's payload, attempts and traceback, schedules and runs. Times are in UTC.
+    """Serve the dashboard: overview, tasks (stats), due, failures, dead letters (with retry
+    and purge), one task's payload, attempts and traceback, schedules and runs. Times are in
+    UTC.
 
     It reads through the same functions as the listing commands, so a page and `tickrun ...
     --json` agree. Read-only unless --allow-actions. With TICKRUN_WEB_TOKEN set, every page

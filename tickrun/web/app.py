@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -32,13 +32,15 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tickrun import activity, clock, listings, maintenance
-from tickrun.app import App
 from tickrun.database import describe_db_error
 from tickrun.durations import format_duration, parse_duration
 from tickrun.errors import NotFound, TickrunError, UsageError
 from tickrun.lifecycle import DEAD, WAITING
 from tickrun.web import present
 from tickrun.web.security import CSRF_COOKIE, SESSION_COOKIE, TOKEN_ENV, Guard, host_allowed
+
+if TYPE_CHECKING:
+    from tickrun.app import App
 
 log = logging.getLogger("tickrun.web")
 
