@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"execution"},
     {"runner"},
     {"listings", "health", "doctor", "maintenance", "activity"},
-    {"web", "web.present", "web.security", "web.serve", "web.app"},
+    {"web", "web.present", "web.security", "web.gate", "web.serve", "web.app"},
     {"cli", "cli.base", "cli.core", "cli.inspect", "cli.runs", "cli.schedules", "cli.web"}
     | {"__init__", "__main__"},
 ]

@@ -29,7 +29,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from tickrun import activity, clock, listings, maintenance
 from tickrun.database import describe_db_error
@@ -37,7 +37,8 @@ from tickrun.durations import format_duration, parse_duration
 from tickrun.errors import NotFound, TickrunError, UsageError
 from tickrun.lifecycle import DEAD, WAITING
 from tickrun.web import present
-from tickrun.web.security import CSRF_COOKIE, SESSION_COOKIE, TOKEN_ENV, Guard, host_allowed
+from tickrun.web.gate import Gate, route_path
+from tickrun.web.security import CSRF_COOKIE, SESSION_COOKIE, TOKEN_ENV, Guard
 
 if TYPE_CHECKING:
     from tickrun.app import App
@@ -57,19 +58,6 @@ NAV = [
     ("dlq", "/dlq", "Dead letters"),
     ("schedules", "/schedules", "Schedules"),
     ("runs", "/runs", "Runs"),
-]
-# A Content Security Policy that lets the page run only its own script and style: a value
-# that slipped past escaping still could not run or load anything.
-HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cache-control", b"no-store"),
 ]
 
 
@@ -132,7 +120,7 @@ class Dashboard:
             "ago": lambda value: present.relative(now, value),
             # Where an action sends the browser back to: this page, its filters included, as
             # a path inside the dashboard (redirects add the root path again).
-            "path": _route_path(request.scope)
+            "path": route_path(request.scope)
             + (f"?{request.url.query}" if request.url.query else ""),
             "logged_in": self.guard.token is not None and SESSION_COOKIE in request.cookies,
             **context,
@@ -189,19 +177,8 @@ class Dashboard:
         rows = listings.due(
             self.engine, now, queue=queue, task=task, limit=page.fetch, offset=page.offset
         )
-        return self._listing(
-            request,
-            "due.html",
-            "due",
-            "Due now",
-            rows,
-            listings.DUE_FIELDS,
-            page,
-            task,
-            queue,
-            now,
-            {"cancellable": WAITING},
-        )
+        context = {"title": "Due now", "task": task, "queue": queue, "cancellable": WAITING}
+        return self._listing(request, "due", rows, listings.DUE_FIELDS, page, now, context)
 
     def failures(self, request: Request) -> Response:
         task, queue = _filters(request)
@@ -209,28 +186,12 @@ class Dashboard:
         page = self.page(request)
         now = clock.now()
         rows = listings.failures(
-            self.engine,
-            now,
-            since=since,
-            task=task,
-            queue=queue,
-            limit=page.fetch,
+            self.engine, now, since=since, task=task, queue=queue, limit=page.fetch,
             offset=page.offset,
-        )
-        extra = {"since": format_duration(since)}
-        return self._listing(
-            request,
-            "failures.html",
-            "failures",
-            "Failures",
-            rows,
-            listings.FAILURE_FIELDS,
-            page,
-            task,
-            queue,
-            now,
-            extra,
-        )
+        )  # fmt: skip
+        context = {"title": "Failures", "task": task, "queue": queue}
+        context["since"] = format_duration(since)
+        return self._listing(request, "failures", rows, listings.FAILURE_FIELDS, page, now, context)
 
     def dlq(self, request: Request) -> Response:
         task, queue = _filters(request)
@@ -239,50 +200,36 @@ class Dashboard:
         rows = listings.dead(
             self.engine, task=task, queue=queue, limit=page.fetch, offset=page.offset
         )
-        return self._listing(
-            request,
-            "dlq.html",
-            "dlq",
-            "Dead-letter queue",
-            rows,
-            listings.DLQ_FIELDS,
-            page,
-            task,
-            queue,
-            now,
-            {},
-        )
+        context = {"title": "Dead-letter queue", "task": task, "queue": queue}
+        return self._listing(request, "dlq", rows, listings.DLQ_FIELDS, page, now, context)
 
     def _listing(
         self,
         request: Request,
-        template: str,
-        active: str,
-        title: str,
+        name: str,
         rows: list[dict[str, Any]],
         known: list[str],
         page: present.Page,
-        task: str | None,
-        queue: str | None,
         now: datetime,
-        extra: dict[str, Any],
+        context: dict[str, Any],
     ) -> Response:
+        """One page of a listing (template and nav entry ``name``): its rows, their columns,
+        the filters as given (empty: none) and the links to the pages around it."""
         shown, more = page.cut(rows)
         query = {k: v for k, v in request.query_params.items() if k != "page"}
-        context = {
-            "title": title,
-            "active": active,
+        full = {
+            "active": name,
             "rows": shown,
             "fields": present.columns(shown, known),
             "page": page,
             "more": more,
-            "task": task or "",
-            "queue": queue or "",
             "prev_url": _with_page(request.url.path, query, page.number - 1),
             "next_url": _with_page(request.url.path, query, page.number + 1),
-            **extra,
+            **context,
+            "task": context.get("task") or "",
+            "queue": context.get("queue") or "",
         }
-        return self.render(request, template, context, now=now)
+        return self.render(request, f"{name}.html", full, now=now)
 
     def task(self, request: Request) -> Response:
         raw = request.path_params["task_id"]
@@ -348,19 +295,8 @@ class Dashboard:
         page = self.page(request)
         now = clock.now()
         rows = activity.recent_runs(self.engine, now, limit=page.fetch, offset=page.offset)
-        return self._listing(
-            request,
-            "runs.html",
-            "runs",
-            "Runs",
-            rows,
-            activity.RUNS_FIELDS,
-            page,
-            None,
-            None,
-            now,
-            {},
-        )
+        context = {"title": "Runs"}
+        return self._listing(request, "runs", rows, activity.RUNS_FIELDS, page, now, context)
 
     # -- login ----------------------------------------------------------------------------
 
@@ -540,67 +476,6 @@ def _done(request: Request, form: FormData, notice: str) -> Response:
     return response
 
 
-class _Gate:
-    """ASGI middleware: the Host check, the access token and the security headers, before
-    and around every request (static files included, so nothing answers a foreign Host)."""
-
-    def __init__(
-        self,
-        inner: ASGIApp,
-        dashboard: Dashboard,
-        allowed_hosts: Collection[str] | None,
-    ) -> None:
-        self.inner = inner
-        self.dashboard = dashboard
-        self.allowed_hosts = allowed_hosts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.inner(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + HEADERS
-            await send(message)
-
-        request = Request(scope)
-        response: Response | None = None
-        if not host_allowed(request.headers.get("host", ""), self.allowed_hosts):
-            response = Response(
-                "error: this dashboard does not answer to that Host (see tickrun web "
-                "--allow-host)\n",
-                status_code=400,
-                media_type="text/plain",
-            )
-        elif not _open_path(scope) and not self.dashboard.guard.allowed(
-            request.headers, request.cookies
-        ):
-            message = f"sign in: this dashboard needs its token ({TOKEN_ENV})"
-            response = await run_in_threadpool(self.dashboard.error, request, 401, message)
-        if response is not None:
-            await response(scope, receive, send_with_headers)
-            return
-        await self.inner(scope, receive, send_with_headers)
-
-
-def _route_path(scope: Scope) -> str:
-    """The request's path inside the dashboard: without the --root-path prefix, which
-    uvicorn puts in front of it."""
-    path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :] or "/"
-    return path
-
-
-def _open_path(scope: Scope) -> bool:
-    """Paths that need no token: the login form and the page's own script and style."""
-    path = _route_path(scope)
-    return path == "/login" or path.startswith("/static/")
-
-
 def create_app(
     engine: Engine,
     *,
@@ -658,4 +533,9 @@ def create_app(
         SQLAlchemyError: db_error,
     }
     starlette = Starlette(routes=routes, exception_handlers=handlers)
-    return _Gate(starlette, dash, allowed_hosts)
+
+    def unauthorized(request: Request) -> Response:
+        message = f"sign in: this dashboard needs its token ({TOKEN_ENV})"
+        return dash.error(request, 401, message)
+
+    return Gate(starlette, dash.guard, unauthorized, allowed_hosts)
