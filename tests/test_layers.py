@@ -23,14 +23,16 @@ LAYERS: list[set[str]] = [
     {"scheduler", "loader"},
     {"execution"},
     {"runner"},
-    {"listings", "health", "doctor", "maintenance"},
-    {"cli", "cli.base", "cli.core", "cli.inspect", "cli.schedules", "__init__", "__main__"},
+    {"listings", "health", "doctor", "maintenance", "activity"},
+    {"web", "web.present", "web.security", "web.gate", "web.serve", "web.app"},
+    {"cli", "cli.base", "cli.core", "cli.inspect", "cli.runs", "cli.schedules", "cli.web"}
+    | {"__init__", "__main__"},
 ]
 
 
 def module_name(path: Path) -> str:
     name = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
-    return "cli" if name == "cli.__init__" else name
+    return name.removesuffix(".__init__")  # a subpackage (cli, web) is named as imported
 
 
 def modules() -> dict[str, Path]:

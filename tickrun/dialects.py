@@ -323,15 +323,29 @@ def for_claim(stmt: Select[Any], conn: Connection) -> Select[Any]:
         )
     else:
         # The same order through claim_priority, which equals priority on unfinished rows.
-        (table,) = stmt.get_final_froms()
-        stmt = (
-            stmt.where(table.c.claim_priority.isnot(None))
-            .order_by(None)
-            .order_by(*CLAIM_ORDER_MARIADB)
-        )
-        hint = "FORCE INDEX (ix_tickrun_tasks_claim_mariadb)"
-        stmt = stmt.with_hint(table, hint, "mysql").with_hint(table, hint, "mariadb")
+        stmt = unfinished(stmt, conn, claim_order=True)
     return stmt.with_for_update(skip_locked=True)
+
+
+def unfinished(stmt: Select[Any], conn: Connection, *, claim_order: bool = False) -> Select[Any]:
+    """A read-only SELECT of unfinished tasks (``claimable_at <= now``, as ``tickrun due`` and
+    the dashboard count them) as this database answers it from the claim index rather than by
+    reading every finished row.
+
+    SQLite and PostgreSQL plan it on the partial index as it is. MariaDB has no partial index:
+    there the same range of its stand-in (claim_priority is NULL once a task is finished) and
+    an index hint keep it off the million finished rows (2.2 s for ``tickrun due`` beside
+    1,000,000 of them otherwise). With ``claim_order`` (the SELECT is ordered by CLAIM_ORDER)
+    it is ordered by the index's own columns, the same order on unfinished rows.
+    """
+    if kind(conn) in ("sqlite", "postgresql"):
+        return stmt
+    (table,) = stmt.get_final_froms()
+    stmt = stmt.where(table.c.claim_priority.isnot(None))
+    if claim_order:
+        stmt = stmt.order_by(None).order_by(*CLAIM_ORDER_MARIADB)
+    hint = "FORCE INDEX (ix_tickrun_tasks_claim_mariadb)"
+    return stmt.with_hint(table, hint, "mysql").with_hint(table, hint, "mariadb")
 
 
 def locked(stmt: Select[Any], conn: Connection) -> Select[Any]:

@@ -133,12 +133,18 @@ def since_option(help_text: str) -> Callable[[_F], _F]:
 @cli.command()
 @since_option("How far back.")
 @click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N attempts.")
 @formats
 @common
 @pass_ctx
 def failures(
-    ctx: Context, since: float, task_name: str | None, limit: int | None, fmt: str
+    ctx: Context,
+    since: float,
+    task_name: str | None,
+    queue: str | None,
+    limit: int | None,
+    fmt: str,
 ) -> None:
     """Failed attempts (failed, retry, timeout, lost lease, interrupted), newest first.
 
@@ -148,7 +154,9 @@ def failures(
     from tickrun.output import render
 
     now = clock.now()
-    rows = listings.failures(ctx.engine(), now, since=since, task=task_name, limit=limit)
+    rows = listings.failures(
+        ctx.engine(), now, since=since, task=task_name, queue=queue, limit=limit
+    )
     columns = [
         Column("id", align="right"),
         Column("task", shrink=10, shrink_last=True),
@@ -163,11 +171,14 @@ def failures(
 
 @cli.group(invoke_without_command=True)
 @click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
 @common
 @pass_ctx
-def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> None:
+def dlq(
+    ctx: Context, task_name: str | None, queue: str | None, limit: int | None, fmt: str
+) -> None:
     """The dead-letter queue: tasks that ran out of attempts or raised Fail, newest first.
 
     Example: tickrun dlq --task send_welcome_email
@@ -176,11 +187,11 @@ def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> Non
     from tickrun.output import render
 
     if click.get_current_context().invoked_subcommand is not None:
-        if task_name is not None or limit is not None:
+        if task_name is not None or queue is not None or limit is not None:
             # `tickrun dlq --task X purge` must not purge every task's dead rows.
             raise UsageError("put --task after the subcommand, e.g. tickrun dlq purge --task NAME")
         return
-    rows = listings.dead(ctx.engine(), task=task_name, limit=limit)
+    rows = listings.dead(ctx.engine(), task=task_name, queue=queue, limit=limit)
     click.echo(
         render(rows, listings.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
     )
