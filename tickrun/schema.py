@@ -155,6 +155,11 @@ tasks = Table(
     Column("last_traceback", BoundedText(), nullable=True),
     Column("schedule", String(200), nullable=True),
     Column("scheduled_for", UTCDateTime, nullable=True),
+    # The handler's return value as JSON, at most MAX_RESULT_BYTES (tickrun.failures): set when
+    # the task succeeds, kept as long as the row is (prune deletes both).
+    Column("result", BoundedText(), nullable=True),
+    # The task whose successful attempt enqueued this one (ctx.enqueue); NULL for the rest.
+    Column("parent_id", BigInteger, nullable=True),
     UniqueConstraint("key", name="uq_tickrun_tasks_key"),
 )
 
@@ -173,6 +178,7 @@ Index("ix_tickrun_tasks_claim_mariadb", *CLAIM_ORDER_MARIADB).ddl_if(
 )
 Index("ix_tickrun_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
 Index("ix_tickrun_tasks_schedule", tasks.c.schedule, tasks.c.status)
+Index("ix_tickrun_tasks_parent", tasks.c.parent_id)  # `tickrun show`: a task's children
 
 attempts = Table(
     "tickrun_attempts",
