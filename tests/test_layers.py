@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output"},
     {"schema", "config", "leases", "specs"},
     {"dialects"},
-    {"database", "migrations", "store"},
+    {"database", "migrations", "store", "status"},
     {"app"},
     {"scheduler", "loader"},
     {"execution"},
