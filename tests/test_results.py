@@ -591,3 +591,69 @@ def test_handlers_without_ctx_connection_still_share_batched_commits(db_url: str
     summary = run(app, RunOptions(worker="w1", concurrency=4))
     assert summary.succeeded == 20
     assert [app.status(i).result for i in ids] == list(range(20))  # type: ignore[union-attr]
+
+
+def test_an_orm_session_bound_to_ctx_connection_joins_its_transaction(ledger_app: App) -> None:
+    from sqlalchemy.orm import Session
+
+    app = ledger_app
+
+    @app.task(context=True, max_attempts=2, backoff=0)
+    def orm(ctx: TaskContext) -> None:
+        with Session(bind=ctx.connection()) as session:
+            session.execute(insert(ledger).values(id=ctx.attempt, note="orm"))
+            session.commit()  # joins tickrun's transaction: commits nothing by itself
+        if ctx.attempt == 1:
+            raise RuntimeError("after the session's commit")
+
+    task_id = app.enqueue("orm")
+    run(app, W)
+    run(app, W)
+    status = app.status(task_id)
+    assert status is not None and status.status == SUCCEEDED
+    assert ledger_rows(app.engine) == [(2, "orm")]
+
+
+def test_status_is_one_query(db_url: str) -> None:
+    from sqlalchemy import event
+
+    app = new_app(db_url)
+
+    @app.task
+    def quick() -> None:
+        pass
+
+    task_id = app.enqueue("quick", key="q")
+    app.status(task_id)  # the pool's first connection may run set-up statements of its own
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(app.engine, "before_cursor_execute", seen)
+    try:
+        app.status(task_id)
+        app.status(key="q")
+        app.status(key="missing")
+    finally:
+        event.remove(app.engine, "before_cursor_execute", seen)
+    assert len(statements) == 3, statements
+    assert all("FROM tickrun_tasks" in s for s in statements)
+
+
+def test_status_reads_beside_a_writer_without_waiting_for_its_lock(db_url: str) -> None:
+    """A status endpoint must not queue behind a run's write transaction (on SQLite every
+    tickrun transaction takes the write lock up front: a lookup must not open one)."""
+    app = new_app(db_url)
+
+    @app.task
+    def quick() -> None:
+        pass
+
+    task_id = app.enqueue("quick")
+    with app.engine.begin() as writer:
+        writer.execute(sql_update(tasks).where(tasks.c.id == task_id).values(priority=7))
+        status = app.status(task_id)  # the busy timeout (30 s) would fail it with "locked"
+        assert status is not None and status.status == PENDING
+    after = app.status(task_id)
+    assert after is not None and after.status == PENDING

@@ -115,8 +115,10 @@ def lookup(
     engine: Engine, *, task_id: int | None = None, key: str | None = None
 ) -> TaskStatus | None:
     """The task with ``task_id`` (or ``key``), or None when there is none."""
+    from tickrun import dialects
+
     by_id, by_key = _statements()
-    with engine.connect() as conn:
+    with dialects.for_lone_reads(engine).connect() as conn:
         if task_id is not None:
             row = conn.execute(by_id, {"task_id": task_id}).first()
         else:
