@@ -148,7 +148,10 @@ def test_init_upgrades_a_v1_sqlite_database_from_several_processes_at_once(
     blocked = tickrun("due", cwd=project, db=url)
     assert blocked.returncode == 2 and "run `tickrun init`" in blocked.stderr, blocked.stderr
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        rows_before = conn.execute("SELECT * FROM tickrun_tasks ORDER BY id").fetchall()
+        cursor = conn.execute("SELECT * FROM tickrun_tasks ORDER BY id")
+        rows_before = cursor.fetchall()
+        # Columns of later versions are added empty; the ones v1 had must keep every value.
+        v1_columns = ", ".join(f'"{d[0]}"' for d in cursor.description)
 
     procs = [
         subprocess.Popen(
@@ -167,7 +170,8 @@ def test_init_upgrades_a_v1_sqlite_database_from_several_processes_at_once(
     assert sum("upgraded" in out for out, _ in outputs) == 1, outputs
 
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        assert conn.execute("SELECT * FROM tickrun_tasks ORDER BY id").fetchall() == rows_before
+        kept = conn.execute(f"SELECT {v1_columns} FROM tickrun_tasks ORDER BY id").fetchall()
+        assert kept == rows_before
         assert conn.execute("SELECT count(*) FROM tickrun_attempts").fetchone() == (1,)
         version = conn.execute("SELECT value FROM tickrun_meta").fetchone()
     assert version == (str(SCHEMA_VERSION),)

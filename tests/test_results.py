@@ -657,3 +657,37 @@ def test_status_reads_beside_a_writer_without_waiting_for_its_lock(db_url: str) 
         assert status is not None and status.status == PENDING
     after = app.status(task_id)
     assert after is not None and after.status == PENDING
+
+
+def test_init_adds_the_result_and_parent_columns_to_a_version_2_database(db_url: str) -> None:
+    from sqlalchemy import inspect, text
+    from sqlalchemy import update as sql_update_meta
+
+    from tickrun.migrations import init_schema
+    from tickrun.schema import meta
+
+    app = new_app(db_url)
+
+    @app.task
+    def old(n: int) -> int:
+        return n
+
+    engine = app.engine
+    task_id = app.enqueue("old", {"n": 3})
+    with engine.begin() as conn:  # back to version 2: neither column nor the index exists
+        quote = conn.dialect.identifier_preparer.quote
+        on = " ON tickrun_tasks" if conn.dialect.name in ("mysql", "mariadb") else ""
+        conn.execute(text(f"DROP INDEX {quote('ix_tickrun_tasks_parent')}{on}"))
+        for column in ("result", "parent_id"):
+            conn.execute(text(f"ALTER TABLE tickrun_tasks DROP COLUMN {quote(column)}"))
+        conn.execute(sql_update_meta(meta).values(value="2"))
+    engine.dispose()
+    try:
+        assert init_schema(engine) == (2, 3)
+        columns = {c["name"] for c in inspect(engine).get_columns("tickrun_tasks")}
+        assert {"result", "parent_id"} <= columns
+        run(app, W)
+        status = app.status(task_id)
+        assert status is not None and status.result == 3 and status.parent_id is None
+    finally:
+        init_schema(engine)  # leave the shared server database current for the next test

@@ -195,7 +195,10 @@ def rebuild_sqlite_table(conn: Connection, table: Table) -> None:
         conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
     conn.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{old_name}"')
     table.create(conn)
-    stored = [c for c in table.columns if c.computed is None]
+    # Only the columns the old table has: later versions' columns start empty (NULL), and step 3
+    # (migrations._add_missing) finds them already there.
+    present = {c["name"] for c in inspect_db(conn).get_columns(old_name)}
+    stored = [c for c in table.columns if c.computed is None and c.name in present]
     old = lightweight_table(old_name, *(sql_column(c.name) for c in stored))
     conn.execute(insert(table).from_select([c.name for c in stored], select(*old.c)))
     conn.exec_driver_sql(f'DROP TABLE "{old_name}"')
