@@ -691,3 +691,26 @@ def test_init_adds_the_result_and_parent_columns_to_a_version_2_database(db_url:
         assert status is not None and status.result == 3 and status.parent_id is None
     finally:
         init_schema(engine)  # leave the shared server database current for the next test
+
+
+def test_app_enqueue_on_ctx_connection_commits_with_the_success(ledger_app: App) -> None:
+    app = ledger_app
+    ids: list[int] = []
+
+    @app.task(context=True, max_attempts=2, backoff=0)
+    def step(ctx: TaskContext) -> None:
+        ids.append(app.enqueue("notify", {"n": ctx.attempt}, connection=ctx.connection()))
+        if ctx.attempt == 1:
+            raise RuntimeError("rolled back with the attempt")
+
+    @app.task
+    def notify(n: int) -> None:
+        pass
+
+    app.enqueue("step")
+    run(app, RunOptions(worker="w1", max_tasks=1))
+    assert count(app.engine, tasks.c.name == "notify") == 0
+    run(app, RunOptions(worker="w1", max_tasks=1))
+    assert len(ids) == 2 and count(app.engine, tasks.c.name == "notify") == 1
+    kept = app.status(ids[1])  # SQLite may give the rolled-back insert's id again
+    assert kept is not None and kept.status == PENDING and kept.parent_id is None
