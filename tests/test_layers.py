@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output"},
     {"schema", "config", "leases", "specs", "flow"},
     {"dialects"},
-    {"database", "migrations", "store", "gate"},
+    {"database", "migrations", "store", "gate", "status"},
     {"app"},
     {"scheduler", "loader"},
     {"execution"},

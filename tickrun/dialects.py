@@ -155,7 +155,32 @@ def configure(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_LONE_READ):
+            return  # one SELECT, in the driver's autocommit: no write lock (see for_lone_reads)
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_LONE_READ = "tickrun_lone_read"
+
+
+@cache  # one view per engine: building one per lookup would cost more than the lookup
+def for_lone_reads(engine: Engine) -> Engine:
+    """An engine for a lookup that is one SELECT (``app.status()``, polled by web endpoints):
+    it needs no transaction, and must not take one that costs others.
+
+    SQLite: without this, the ``BEGIN IMMEDIATE`` of every tickrun transaction would make each
+    lookup take the write lock, queueing behind a run's commits and holding runs up in turn; a
+    lone SELECT in the driver's autocommit mode reads one consistent snapshot on its own.
+    PostgreSQL: autocommit saves the BEGIN and the ROLLBACK round trips, as for enqueues.
+    MariaDB: unchanged; switching a PyMySQL connection to autocommit and back costs more round
+    trips than the implicit transaction it saves.
+    """
+    backend = kind(engine)
+    if backend == "sqlite":
+        return engine.execution_options(**{_LONE_READ: True})
+    if backend == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
 
 
 def rebuild_sqlite_table(conn: Connection, table: Table) -> None:

@@ -33,6 +33,7 @@ from tickrun.lifecycle import (
     Outcome,
 )
 from tickrun.schema import CLAIM_ORDER, attempts, limits, tasks
+from tickrun.status import decode_result
 
 # fmt: off
 DUE_FIELDS = [
@@ -237,7 +238,11 @@ def show(engine: Engine, task_id: int) -> TaskDetail:
         _T.c.last_error,
         _T.c.last_traceback,
         _T.c.payload,
+        _T.c.parent_id,
+        _T.c.result,
     ).where(_T.c.id == task_id)
+    # The follow-ups its success enqueued (ctx.enqueue), served by ix_tickrun_tasks_parent.
+    children_stmt = select(_T.c.id).where(_T.c.parent_id == task_id).order_by(_T.c.id)
     history_stmt = (
         select(
             _A.c.attempt,
@@ -256,7 +261,10 @@ def show(engine: Engine, task_id: int) -> TaskDetail:
         if not found:
             raise NotFound(f"no task with id {task_id}")
         history = as_dicts(conn, history_stmt)
+        children = list(conn.execute(children_stmt).scalars())
     fields = found[0]
+    fields["result"] = decode_result(fields["result"])
+    fields["children"] = children
     # A payload written by something other than tickrun is shown as it is.
     with contextlib.suppress(ValueError):
         fields["payload"] = json.loads(fields["payload"])

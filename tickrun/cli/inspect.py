@@ -270,7 +270,9 @@ def _report(moved: Moved, verb: str, done: str, how: str, dry_run: bool) -> None
 @common
 @pass_ctx
 def show(ctx: Context, task_id: int, fmt: str) -> None:
-    """One task: every field, its payload, each attempt, and the last failure's traceback.
+    """One task: every field, its payload, its result, each attempt, and the last failure's
+    traceback. parent_id is the task whose success enqueued this one (ctx.enqueue); children
+    are the tasks this one's success enqueued.
 
     Example: tickrun show 812 --json
     """
@@ -282,9 +284,10 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
         obj = detail.as_json()
         if fmt == "csv":
             obj = {
-                k: json.dumps(v, default=str) if k in ("payload", "history") else v
+                k: json.dumps(v, default=str) if k in ("payload", "history", "result") else v
                 for k, v in obj.items()
             }
+            obj["children"] = " ".join(str(i) for i in obj["children"])
         click.echo(render_one(obj, fmt))
         return
     click.echo(_show_table(detail))
@@ -293,9 +296,14 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
 def _show_table(detail: TaskDetail) -> str:
     from tickrun.output import fitted_table, render_one
 
-    fields = {k: v for k, v in detail.fields.items() if k not in ("payload", "last_traceback")}
+    hidden = ("payload", "last_traceback", "result", "children")
+    fields = {k: v for k, v in detail.fields.items() if k not in hidden}
+    # The follow-ups this task's success enqueued (ctx.enqueue): `tickrun show ID` on each.
+    fields["children"] = _ids(detail.fields["children"]) or None
     parts = [render_one(fields, "table")]
     parts.append("payload:\n" + json.dumps(detail.fields["payload"], indent=2, sort_keys=True))
+    if detail.fields["result"] is not None:
+        parts.append("result:\n" + json.dumps(detail.fields["result"], indent=2, sort_keys=True))
     columns = [
         Column("attempt", "#", align="right"),
         Column("started_at", "started", value=lambda h: _long_time(h["started_at"])),
