@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, i
 from sqlalchemy import update as sql_update
 
 from tests.conftest import write_app
+from tests.test_engine import T0, W, new_app
 from tickrun import App, PayloadError, TaskContext, TaskStatus, UnknownTask, UsageError
 from tickrun.cli import cli
 from tickrun.execution import MAX_RESULT_BYTES, encode_result
@@ -24,15 +25,6 @@ from tickrun.lifecycle import DEAD, PENDING, RETRYING, SUCCEEDED
 from tickrun.maintenance import prune
 from tickrun.runner import RunOptions, run
 from tickrun.schema import tasks
-
-T0 = datetime(2026, 4, 6, 10, 0, 0, tzinfo=UTC)
-W = RunOptions(worker="w1")
-
-
-def new_app(db_url: str) -> App:
-    app = App(database_url=db_url)
-    app.use_database(db_url)
-    return app
 
 
 def children(engine: Engine, parent: int) -> list[Any]:
