@@ -15,16 +15,25 @@ PACKAGE = ROOT / "tickrun"
 
 # Lowest first; a module may import modules of its own layer or below it.
 LAYERS: list[set[str]] = [
-    {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output"},
-    {"schema", "config", "leases", "specs"},
+    {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output", "logs"},
+    {"schema", "config", "leases", "specs", "notify"},
     {"dialects"},
-    {"database", "migrations", "store"},
+    {"database", "migrations", "store", "outbox"},
     {"app"},
-    {"scheduler", "loader"},
+    {"scheduler", "loader", "delivery"},
     {"execution"},
     {"runner"},
-    {"listings", "health", "doctor", "maintenance"},
-    {"cli", "cli.base", "cli.core", "cli.inspect", "cli.schedules", "__init__", "__main__"},
+    {"listings", "health", "doctor", "maintenance", "metrics"},
+    {
+        "cli",
+        "cli.base",
+        "cli.core",
+        "cli.inspect",
+        "cli.schedules",
+        "cli.monitoring",
+        "__init__",
+        "__main__",
+    },
 ]
 
 

@@ -224,6 +224,12 @@ def _child_main(conn: Pipe, app_ref: str, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    from tickrun import logs
+
+    # The run's --log-format, passed down in the environment: a handler's ctx.logger lines
+    # look the same whether it runs in the run's thread or in this child.
+    fmt = os.environ.get("TICKRUN_LOG_FORMAT", "text")
+    logs.setup(fmt if fmt in logs.FORMATS else "text")
     try:
         from tickrun.loader import load_app
 
