@@ -4,9 +4,9 @@ A run delivers in a thread of its own (:class:`Deliverer`), so a slow or dead re
 holds up claiming, recording or lease renewal: it starts with the run (alerts earlier runs
 could not deliver), wakes when the run records a dead task, and gets a bounded time at the
 end of the run for the last ones. A failed delivery is retried with backoff by later rounds
-and later runs; a target that failed once in a round is not tried again in that round (its
-other alerts wait for the backoff), so a dead receiver costs one timeout per round, not one
-per alert. Nothing here can change a task or a run's exit code: every error is logged.
+and later runs; a target that failed is left alone by this process for BROKEN_FOR seconds
+(its other alerts wait, untried), so a dead receiver costs one timeout, not one per alert.
+Nothing here can change a task or a run's exit code: every error is logged.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ BATCH = 5  # alerts claimed at once: the lease covers sending all of them one by
 POLL = 60.0  # seconds between rounds in a long run, for alerts whose backoff ended
 END_BUDGET = 30.0  # seconds a run's end may spend on its last deliveries
 RETRY_DELAY = exponential(base=30, factor=4, cap=3600)  # 30 s, 2 min, 8 min, ... an hour
+BROKEN_FOR = 30.0  # seconds a target that just failed is not tried again by this process
 
 
 @dataclass
@@ -87,6 +88,9 @@ class Deliverer:
         self._stop = threading.Event()
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
+        # target -> (its error, until when it is not tried again): a target that failed is left
+        # alone for a while, so its other alerts wait for their backoff without a timeout each.
+        self._broken: dict[str, tuple[str, float]] = {}
 
     # -- rounds ---------------------------------------------------------------------------
 
@@ -95,8 +99,11 @@ class Deliverer:
         what this round delivered and failed."""
         round_report = Report()
         names = self.targets.names
-        broken: dict[str, str] = {}  # target -> the error that broke it this round
+        broken = self._broken
         while names and (deadline is None or time.monotonic() < deadline):
+            for target, (_, until) in list(broken.items()):
+                if time.monotonic() >= until:
+                    del broken[target]
             wanted = [n for n in names if n not in broken]
             if not wanted:
                 break
@@ -112,12 +119,13 @@ class Deliverer:
                 if deadline is not None and time.monotonic() >= deadline:
                     untried.append(alert)
                 elif alert.target in broken:
-                    failures.append((alert, f"not tried: {broken[alert.target]}"))
+                    failures.append((alert, f"not tried: {broken[alert.target][0]}"))
                 else:
                     try:
                         send(alert, self.targets, self.app)
                     except SendError as exc:
-                        broken[alert.target] = str(exc)
+                        if alert.target != "hook":  # a hook's failure is one alert's, and cheap
+                            broken[alert.target] = (str(exc), time.monotonic() + BROKEN_FOR)
                         failures.append((alert, str(exc)))
                     else:
                         done.append(alert)
