@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -45,7 +47,8 @@ class Report:
 
 
 def _lease(targets: Targets) -> float:
-    return BATCH * targets.timeout + 30
+    """How long a claim of BATCH alerts stays ours: sending each takes at most the timeout."""
+    return BATCH * targets.timeout + 10
 
 
 def send(alert: outbox.Alert, targets: Targets, app: App | None) -> None:
@@ -56,7 +59,8 @@ def send(alert: outbox.Alert, targets: Targets, app: App | None) -> None:
             targets.webhook,
             webhook_body(doc, targets.format),
             timeout=targets.timeout,
-            headers={"X-Tickrun-Alert-Id": str(alert.id)},
+            # The id lets a receiver drop a duplicate (at least once); the sender, see who sent it.
+            headers={"X-Tickrun-Alert-Id": str(alert.id), "X-Tickrun-Sender": _sender()},
         )
     elif alert.target == "command" and targets.command:
         run_command(targets.command, json.dumps(doc).encode(), timeout=targets.timeout)
@@ -68,6 +72,10 @@ def send(alert: outbox.Alert, targets: Targets, app: App | None) -> None:
                 raise SendError(f"@app.on_dead {_name(hook)} raised {describe(exc)[0]}") from None
     else:
         raise SendError(f"target {alert.target} is not configured in this process")
+
+
+def _sender() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _name(fn: object) -> str:
