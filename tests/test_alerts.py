@@ -493,3 +493,22 @@ def test_alerts_lists_undelivered_ones_and_retry_sends_them_now(
     assert json.loads(empty.stdout) == []
     missing = tickrun("alerts", "retry", "999999", cwd=project, db=db_url, env=env)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no pending alert")
+
+
+def test_prune_deletes_alerts_delivered_long_ago_and_keeps_undelivered_ones(
+    db_url: str, receiver: Receiver
+) -> None:
+    from tickrun import maintenance
+
+    app = failing_app(db_url, receiver)
+    with freeze_time(T0) as frozen:
+        app.enqueue("doomed", {"n": 1})
+        run(app, RunOptions(worker="w1"))  # delivered at T0
+        receiver.status = 503
+        frozen.move_to(T0 + timedelta(days=3))
+        app.enqueue("doomed", {"n": 2})
+        run(app, RunOptions(worker="w1"))  # not delivered
+        frozen.move_to(T0 + timedelta(days=10))
+        maintenance.prune(app.engine, T0 + timedelta(days=10), older_than=5 * 86400)
+    (left,) = alert_rows(app.engine)
+    assert left.status == "pending" and left.created_at == T0 + timedelta(days=3)

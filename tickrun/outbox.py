@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, or_, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from tickrun import dialects
@@ -217,6 +217,23 @@ def make_due(engine: Engine, ids: Sequence[int] | None, now: datetime) -> list[i
                 .values(claimable_at=now)
             )
     return found
+
+
+def prune_delivered(engine: Engine, before: datetime, chunk: int = 500) -> int:
+    """Delete alerts delivered before ``before``, in batches that commit one by one (delivered
+    rows never change again); how many."""
+    total = 0
+    where = (alerts.c.status == DELIVERED, alerts.c.delivered_at < before)
+    while True:
+        with engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    select(alerts.c.id).where(*where).order_by(alerts.c.id).limit(chunk)
+                ).scalars()
+            )
+            if not ids:
+                return total
+            total += conn.execute(delete(alerts).where(alerts.c.id.in_(ids), *where)).rowcount
 
 
 def backlog(conn: Connection) -> dict[str, int]:

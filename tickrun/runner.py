@@ -181,7 +181,7 @@ class Runner:
                 self._children.close()
             self._guard.stop()
             # Before the signal handlers go back: a second Ctrl-C still shortens the run.
-            budget = 0.0 if failure is not None or self._signals > 1 else self.options.alert_budget
+            budget = self._alert_budget(failure is not None)
             report = self._deliverer.stop(budget)
             self.summary.alerts_sent, self.summary.alerts_failed = report.delivered, report.failed
             for sig, handler in previous.items():
@@ -533,6 +533,16 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
         return previous
+
+    def _alert_budget(self, failed: bool) -> float:
+        """How long the end of the run may deliver alerts: nothing when the database failed or
+        the run was cut off from it (it must exit before its leases expire), or on a second
+        signal; a few seconds after one signal (a service manager's stop timeout is short)."""
+        if failed or self._guard.cut_off.is_set() or self._signals > 1:
+            return 0.0
+        if self._signals:
+            return min(5.0, self.options.alert_budget)
+        return self.options.alert_budget
 
     def _exit_code(self) -> int:
         fail_on = self.options.fail_on

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from tickrun.output import Column
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+events = logging.getLogger("tickrun.run")
 
 ALERT_FIELDS = [
     "id",
@@ -79,7 +82,8 @@ class Observe:
 
         warning = ping(self.ping_url, suffix, body)
         if warning:
-            click.echo(f"warning: {warning}", err=True)
+            # Through logging, like the run's other warnings: a JSON log stays all JSON.
+            events.warning(warning, extra={"event": "ping_failed", "error": warning})
 
     def finish(self, engine: Engine, exit_code: int, line: str) -> None:
         """After a run: the metrics file, then the success or failure ping."""
@@ -89,7 +93,12 @@ class Observe:
             except Exception as exc:  # noqa: BLE001 - metrics never fail a run
                 from tickrun.failures import describe
 
-                click.echo(f"warning: metrics file not written: {describe(exc)[0]}", err=True)
+                error = describe(exc)[0]
+                events.warning(
+                    "metrics file not written: %s",
+                    error,
+                    extra={"event": "metrics_failed", "error": error},
+                )
         self.ping("" if exit_code == 0 else "/fail", line)
 
 
