@@ -119,8 +119,9 @@ def make_context(
 class ChildPool:
     """Child processes that run handlers with a timeout; one is killed when it overruns."""
 
-    def __init__(self, app_ref: str) -> None:
+    def __init__(self, app_ref: str, log_format: str = "text") -> None:
         self._app_ref = app_ref
+        self._log_format = log_format  # the run's, so a child's handler lines look the same
         self._idle: list[tuple[BaseProcess, Pipe]] = []
         self._busy: set[BaseProcess] = set()
         self._lock = threading.Lock()
@@ -180,7 +181,9 @@ class ChildPool:
         ctx = multiprocessing.get_context("spawn")
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(
-            target=_child_main, args=(child_end, self._app_ref, os.getpid()), daemon=True
+            target=_child_main,
+            args=(child_end, self._app_ref, os.getpid(), self._log_format),
+            daemon=True,
         )
         proc.start()
         child_end.close()
@@ -218,7 +221,7 @@ class ChildStartError(Exception):
     pass
 
 
-def _child_main(conn: Pipe, app_ref: str, parent_pid: int) -> None:
+def _child_main(conn: Pipe, app_ref: str, parent_pid: int, log_format: str = "text") -> None:
     # The run decides when a child stops (timeout, end of grace); Ctrl-C and a service
     # manager's SIGTERM to the whole group must not cut a handler short behind its back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -226,10 +229,9 @@ def _child_main(conn: Pipe, app_ref: str, parent_pid: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     from tickrun import logs
 
-    # The run's --log-format, passed down in the environment: a handler's ctx.logger lines
-    # look the same whether it runs in the run's thread or in this child.
-    fmt = os.environ.get("TICKRUN_LOG_FORMAT", "text")
-    logs.setup(fmt if fmt in logs.FORMATS else "text")
+    # The run's --log-format: a handler's ctx.logger lines look the same whether it runs in
+    # the run's thread or in this child.
+    logs.setup(log_format)
     try:
         from tickrun.loader import load_app
 

@@ -73,6 +73,7 @@ class RunOptions:
     # App(alert_...=), @app.on_dead).
     alerts: Targets | None = None
     alert_budget: float = 30.0  # seconds the end of a run may spend delivering alerts
+    log_format: str = "text"  # of child processes' logging (tickrun.logs); the run's is the CLI's
 
 
 @dataclass
@@ -393,7 +394,7 @@ class Runner:
 
     def _child_pool(self) -> ChildPool:
         if self._children is None:
-            self._children = ChildPool(import_ref(self.app))
+            self._children = ChildPool(import_ref(self.app), self.options.log_format)
         return self._children
 
     def _outcome(self, task: store.Claimed, result: Result) -> store.Ended:

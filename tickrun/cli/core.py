@@ -157,6 +157,7 @@ def run(
             fail_on=fail_on,
             grace=grace,
             exit_on_lease_loss=True,
+            log_format=observe.log_format,
         )
         summary = Runner(app, engine, options).run(install_signals=True)
     except TickrunError as exc:

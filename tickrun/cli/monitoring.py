@@ -71,8 +71,6 @@ class Observe:
         from tickrun import logs
 
         logs.setup(self.log_format)
-        # Child processes of timeout= tasks configure their logging from the environment.
-        os.environ["TICKRUN_LOG_FORMAT"] = self.log_format
         self.ping("/start", "")
 
     def ping(self, suffix: str, body: str) -> None:
