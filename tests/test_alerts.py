@@ -512,3 +512,32 @@ def test_prune_deletes_alerts_delivered_long_ago_and_keeps_undelivered_ones(
         maintenance.prune(app.engine, T0 + timedelta(days=10), older_than=5 * 86400)
     (left,) = alert_rows(app.engine)
     assert left.status == "pending" and left.created_at == T0 + timedelta(days=3)
+
+
+def test_check_alert_sends_the_problems_as_one_alert(
+    db_url: str, project: Path, receiver: Receiver
+) -> None:
+    ref = write_app(project, JOBS)
+    plain = {"TICKRUN_APP": ref}
+    tickrun("enqueue", "doomed", cwd=project, db=db_url, env=plain)
+    assert tickrun("run", cwd=project, db=db_url, env=plain).returncode == 1  # no target: no alert
+
+    none = tickrun("check", "--alert", cwd=project, db=db_url, env=plain)
+    assert none.returncode == 2 and none.stderr.startswith("error: no alert target configured")
+    assert receiver.requests == []
+
+    env = {**plain, "TICKRUN_ALERT_WEBHOOK": receiver.url(), "TICKRUN_ALERT_FORMAT": "slack"}
+    found = tickrun("check", "--alert", cwd=project, db=db_url, env=env)
+    assert found.returncode == 1, found.stderr
+    (body,) = receiver.delivered()
+    assert body["text"].startswith("tickrun check found 1 problem(s): ")
+    assert found.stdout.splitlines()[0] in body["text"]
+    listed = json.loads(
+        tickrun("alerts", "--all", "--json", cwd=project, db=db_url, env=env).stdout
+    )
+    assert [(r["kind"], r["task_id"], r["status"]) for r in listed] == [
+        ("check", None, "delivered")
+    ]
+
+    quiet = tickrun("check", "--alert", "--max-dead", "5", cwd=project, db=db_url, env=env)
+    assert quiet.returncode == 0 and len(receiver.requests) == 1  # no problem, no alert

@@ -186,8 +186,23 @@ def dead_document(
     }
 
 
+def check_document(problems: Sequence[str], summary: str, checked_at: str) -> dict[str, Any]:
+    """The alert for ``tickrun check --alert`` finding problems."""
+    return {
+        "event": "check.failed",
+        "problems": list(problems),
+        "summary": summary,
+        "checked_at": checked_at,
+        "hint": "tickrun check",
+    }
+
+
 def summary(doc: Mapping[str, Any]) -> str:
     """One line of text for a person (Slack, mail subjects)."""
+    if doc.get("event") == "check.failed":
+        problems = [str(p) for p in doc.get("problems") or []]
+        shown = "; ".join(p[:200] for p in problems[:5]) + ("; …" if len(problems) > 5 else "")
+        return f"tickrun check found {len(problems)} problem(s): {shown}"
     error = str(doc.get("last_error") or "no error recorded").splitlines()
     first = error[0][:300] if error else ""
     return (

@@ -28,6 +28,7 @@ from tickrun.schema import alerts
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD_EVENT = "dead"
+CHECK_EVENT = "check"  # `tickrun check --alert` found a problem
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,11 @@ class Alert:
 
 
 def write(
-    conn: Connection, targets: Sequence[str], documents: Sequence[Mapping[str, Any]], now: datetime
+    conn: Connection,
+    targets: Sequence[str],
+    documents: Sequence[Mapping[str, Any]],
+    now: datetime,
+    kind: str = DEAD_EVENT,
 ) -> None:
     """Insert one pending row per document and target, in ``conn``'s transaction (the one that
     makes the tasks dead), due now."""
@@ -52,7 +57,7 @@ def write(
         insert(alerts),
         [
             {
-                "kind": DEAD_EVENT,
+                "kind": kind,
                 "target": target,
                 "task_id": doc.get("task_id"),
                 "task": doc.get("task"),

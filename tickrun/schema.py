@@ -222,15 +222,16 @@ schedules = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
-# The outbox of alerts (dead tasks): a row per alert and target, inserted in the transaction
-# that makes the task dead, so no alert is lost whatever dies after that commit. Delivery
-# claims rows like tasks: ``claimable_at`` is the next attempt (a claim's lease while one is
-# in flight), NULL once delivered; ``claim_token`` fences the write of a delivery's result.
+# The outbox of alerts (dead tasks, and problems `tickrun check --alert` found): a row per alert
+# and target, inserted in the transaction that makes the task dead, so no alert is lost
+# whatever dies after that commit. Delivery claims rows like tasks: ``claimable_at`` is the
+# next attempt (a claim's lease while one is in flight), NULL once delivered; ``claim_token``
+# fences the write of a delivery's result.
 alerts = Table(
     "tickrun_alerts",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("kind", String(16), nullable=False),  # dead
+    Column("kind", String(16), nullable=False),  # dead | check
     Column("target", String(16), nullable=False),  # webhook | command | hook
     Column("task_id", BigInteger, nullable=True),
     Column("task", String(200), nullable=True),

@@ -20,6 +20,9 @@ from tickrun.output import Column
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from tickrun.app import App
+    from tickrun.notify import Targets
+
 events = logging.getLogger("tickrun.run")
 
 ALERT_FIELDS = [
@@ -158,6 +161,44 @@ def _write_metrics(engine: Engine, path: str | None, window: float) -> str:
     return text
 
 
+def alert_problems(ctx: Context, engine: Engine, problems: list[str], summary: str) -> None:
+    """``tickrun check --alert``: one alert of kind ``check`` per target, sent now (within the
+    delivery budget); one not delivered waits for later runs like any other."""
+    import time
+
+    from tickrun import clock, outbox
+    from tickrun.delivery import END_BUDGET, Deliverer
+    from tickrun.notify import check_document
+
+    app, targets = check_targets(ctx)
+    now = clock.now()
+    with engine.begin() as conn:
+        outbox.write(
+            conn,
+            targets.names,
+            [check_document(problems, summary, now.isoformat())],
+            now,
+            kind=outbox.CHECK_EVENT,
+        )
+    report = Deliverer(engine, app, targets).deliver_due(time.monotonic() + END_BUDGET)
+    if report.failed:
+        click.echo(f"warning: {report.failed} alert delivery failed: see tickrun alerts", err=True)
+
+
+def check_targets(ctx: Context) -> tuple[App | None, Targets]:
+    """The application (if any) and its alert targets; a one-line error when there are none."""
+    from tickrun.notify import resolve_targets
+
+    app = ctx.app(required=False)
+    targets = resolve_targets(app.alert_settings if app else {}, hook=bool(app and app.dead_hooks))
+    if not targets.names:
+        raise UsageError(
+            "no alert target configured: set alert_webhook or alert_command "
+            "(TICKRUN_ALERT_WEBHOOK, TICKRUN_ALERT_COMMAND, [tool.tickrun]), or use @app.on_dead"
+        )
+    return app, targets
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -205,19 +246,12 @@ def alerts_retry(ctx: Context, ids: tuple[int, ...], all_pending: bool) -> int:
 
     from tickrun import clock, outbox
     from tickrun.delivery import END_BUDGET, Deliverer
-    from tickrun.notify import resolve_targets
 
     if ids and all_pending:
         raise UsageError("give alert ids or --all, not both")
     if not ids and not all_pending:
         raise UsageError("give the ids of the alerts to send again, or --all")
-    app = ctx.app(required=False)
-    targets = resolve_targets(app.alert_settings if app else {}, hook=bool(app and app.dead_hooks))
-    if not targets.names:
-        raise UsageError(
-            "no alert target configured: set alert_webhook or alert_command "
-            "(TICKRUN_ALERT_WEBHOOK, TICKRUN_ALERT_COMMAND, [tool.tickrun]), or use @app.on_dead"
-        )
+    app, targets = check_targets(ctx)
     engine = ctx.engine()
     due = outbox.make_due(engine, ids or None, clock.now())
     report = Deliverer(engine, app, targets).deliver_due(time.monotonic() + END_BUDGET)
