@@ -36,7 +36,9 @@ from tabulate import tabulate  # noqa: E402
 import tickrun  # noqa: E402
 
 ALL_DBS = ("sqlite", "postgresql", "mysql")
-ALL_WORKLOADS = ("W1", "W2", "W3", "W5", "W6", "W7")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W5", "W6", "W7", "W8", "W9")
+W8_KEYS_PER_TASKS = 10  # W8: n tasks over n / 10 ordered keys
+W9_RATE = 50  # bench/benchapp.py: rated has rate="50/s"
 LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
 # The targets, per database; None means "measure and report".
 TARGETS: dict[str, dict[str, float | None]] = {
@@ -459,6 +461,112 @@ class Bench:
         self.add(fig)
         self.result.extra["w3_claims_per_run"] = spreads
 
+    # W8 / W9: flow control --------------------------------------------------------------
+
+    def enqueue_in_bench_db(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        from tickrun.database import open_engine
+
+        app.use_database(self.db.url)
+        app.enqueue_many(items)
+        open_engine(self.db.url).dispose()  # no connection of ours stays while runs time
+
+    def w8(self) -> None:
+        n = self.opts.n // 2  # 10,000 at the default --n
+        keys = max(1, n // W8_KEYS_PER_TASKS)
+        rates = []
+        for r in range(self.opts.repeat):
+            self.db.reset()
+            items = [
+                ("ordered_step", {"key": k, "seq": q})
+                for q in range(W8_KEYS_PER_TASKS)
+                for k in range(keys)
+            ]
+            self.enqueue_in_bench_db(items)
+            self.db.settle()
+            out = self.out_file()
+            cmd = [*tickrun_cmd(), "--app", "benchapp:app", "--db", self.db.url, "run"]
+            elapsed, procs = run_processes(
+                [[*cmd, "--concurrency", "1"]] * 4, child_env(out), self.work, drain_deadline(n)
+            )
+            check_drained(self.db, procs, len(items), 0, "W8")
+            lines = [tuple(map(int, line.split())) for line in Path(out).read_text().splitlines()]
+            os.remove(out)
+            if Counter(lines) != Counter(
+                (k, q) for k, q in ((i["key"], i["seq"]) for _, i in items)
+            ):
+                raise BenchFailure(f"W8: {len(lines)} executions for {len(items)} tasks")
+            order: dict[int, list[int]] = {}
+            for k, q in lines:
+                order.setdefault(k, []).append(q)
+            violations = sum(seqs != sorted(seqs) for seqs in order.values())
+            if violations:
+                raise BenchFailure(f"W8: {violations} keys ran out of order")
+            rates.append(len(items) / elapsed)
+            self.log(
+                f"W8 run {r + 1}: {len(items)} tasks over {keys} ordered keys in {elapsed:.2f}s "
+                f"= {rates[-1]:,.0f}/s, 0 order violations"
+            )
+        fig = Figure(
+            "W8",
+            f"drain {keys:,} ordered keys, 4 runs",
+            "tasks/s",
+            rates,
+            note="0 order violations",
+        )
+        w3 = self.result.find("W3", "drain, 4 overlapping runs")
+        if w3 is not None:
+            fig.note += f"; {fig.median / w3.median:.0%} of W3"
+        self.add(fig)
+
+    def w9(self) -> None:
+        seconds = 5.0 if self.opts.quick else 20.0
+        total = int(W9_RATE * seconds * 2)  # more than the rate lets through
+        peaks, means, sliding = [], [], []
+        for r in range(self.opts.repeat):
+            self.db.reset()
+            self.enqueue_in_bench_db([("rated", {"i": i}) for i in range(total)])
+            self.db.settle()
+            out = self.out_file()
+            cmd = [*tickrun_cmd(), "--app", "benchapp:app", "--db", self.db.url, "run"]
+            cmd += ["--concurrency", "4", "--max-time", f"{seconds:g}"]
+            elapsed, procs = run_processes([cmd] * 4, child_env(out), self.work, 300)
+            ran = check_drained(self.db, procs, total, 0, "W9", partial=True)
+            rows = [line.split() for line in Path(out).read_text().splitlines()]
+            os.remove(out)
+            if len({row[0] for row in rows}) != len(rows) or len(rows) != ran:
+                raise BenchFailure(f"W9: {len(rows)} executions for {ran} claimed tasks")
+            claimed = sorted(float(row[1]) for row in rows)
+            most, lo = 0, 0
+            for hi, at in enumerate(claimed):  # the most claims in any 1-second window
+                while at - claimed[lo] >= 1.0:
+                    lo += 1
+                most = max(most, hi - lo + 1)
+            if most > W9_RATE:
+                raise BenchFailure(f"W9: {most} claims within one second, the rate is {W9_RATE}/s")
+            # Handler starts per calendar second, the first and last (partial) seconds left out.
+            buckets = Counter(int(float(row[2])) for row in rows)
+            full = [buckets[sec] for sec in sorted(buckets)[1:-1]] or list(buckets.values())
+            peaks.append(max(full))
+            means.append(statistics.mean(full))
+            sliding.append(most)
+            self.log(
+                f"W9 run {r + 1}: {ran} starts over {len(buckets)} s: mean {means[-1]:.1f}/s, "
+                f"busiest second {peaks[-1]}, most claims in a sliding second {most}"
+            )
+        target = f"≤ {W9_RATE}"
+        self.add(
+            Figure(
+                "W9",
+                "most claims in any 1 s (sliding)",
+                "starts",
+                sliding,
+                target=target,
+                met=max(sliding) <= W9_RATE,
+            )
+        )
+        self.add(Figure("W9", "handler starts, busiest full second", "starts", peaks))
+        self.add(Figure("W9", "handler starts per full second, mean", "starts/s", means))
+
     def w5(self) -> None:
         self.db.reset()
         self.db.settle()
@@ -692,7 +800,9 @@ def print_table(result: DBResult) -> None:
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=",".join(ALL_DBS), help="sqlite,postgresql,mysql")
-    parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS), help="W1,W2,W3,W5,W6,W7")
+    parser.add_argument(
+        "--workloads", default=",".join(ALL_WORKLOADS), help="W1,W2,W3,W5,W6,W7,W8,W9"
+    )
     parser.add_argument("--n", type=int, help="tasks per W1/W2/W3/W7 run [20000]")
     parser.add_argument("--repeat", type=int, help="runs per figure [3; 1 with --quick]")
     parser.add_argument("--w6-finished", type=int, help="finished rows for W6 [1000000]")
@@ -744,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         f"n={opts.n}, repeat={opts.repeat}, W6 {opts.w6_finished:,} finished + {opts.w6_due:,} due",
         flush=True,
     )
-    order = [w for w in ("W1", "W5", "W2", "W3", "W7", "W6") if w in opts.workloads]
+    order = [w for w in ("W1", "W5", "W2", "W3", "W7", "W8", "W9", "W6") if w in opts.workloads]
     results: list[DBResult] = []
     failure: BenchFailure | None = None
     with tempfile.TemporaryDirectory(prefix="tickrun-bench-work-") as work:

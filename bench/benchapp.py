@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from tickrun import App
 
@@ -19,14 +20,7 @@ _lock = threading.Lock()
 
 
 def _append(i: int) -> None:
-    global _fd
-    if _fd is None:
-        with _lock:
-            if _fd is None:
-                _fd = os.open(
-                    os.environ["TICKRUN_BENCH_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-                )
-    os.write(_fd, b"%d\n" % i)
+    _append_line(b"%d\n" % i)
 
 
 @app.task
@@ -38,3 +32,26 @@ def noop(i: int) -> None:
 @app.task(timeout=60)
 def noop_timeout(i: int) -> None:
     _append(i)
+
+
+# W8: ordered keys. Each line is "<key> <seq>": the file's order is the start order.
+@app.task(concurrency_key="key", ordered=True)
+def ordered_step(key: int, seq: int) -> None:
+    _append_line(b"%d %d\n" % (key, seq))
+
+
+# W9: a rate limit. Each line is "<i> <claimed at> <started at>" (Unix seconds).
+@app.task(rate="50/s", context=True)
+def rated(ctx, i: int) -> None:  # noqa: ANN001 - a TaskContext
+    _append_line(b"%d %.6f %.6f\n" % (i, ctx.claimed_at.timestamp(), time.time()))
+
+
+def _append_line(line: bytes) -> None:
+    global _fd
+    if _fd is None:
+        with _lock:
+            if _fd is None:
+                _fd = os.open(
+                    os.environ["TICKRUN_BENCH_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+                )
+    os.write(_fd, line)

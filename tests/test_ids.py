@@ -14,13 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from freezegun import freeze_time
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, inspect, select, update
 
 from tests.conftest import ROOT, cli_env, tickrun
 from tests.test_engine import T0, new_app, run_bounded
-from tickrun import maintenance, store
+from tickrun import dialects, maintenance, store
 from tickrun.database import open_engine
-from tickrun.schema import SCHEMA_VERSION, attempts, runs, tasks
+from tickrun.schema import SCHEMA_VERSION, attempts, meta, runs, tasks
 
 V1_SCHEMA = ROOT / "tests" / "data" / "schema_v1.sqlite.sql"
 
@@ -148,7 +148,11 @@ def test_init_upgrades_a_v1_sqlite_database_from_several_processes_at_once(
     blocked = tickrun("due", cwd=project, db=url)
     assert blocked.returncode == 2 and "run `tickrun init`" in blocked.stderr, blocked.stderr
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        rows_before = conn.execute("SELECT * FROM tickrun_tasks ORDER BY id").fetchall()
+        cursor = conn.execute("SELECT * FROM tickrun_tasks ORDER BY id")
+        rows_before = cursor.fetchall()
+        old_columns = [d[0] for d in cursor.description]
+    # Columns of later versions are added empty; the old ones keep every value.
+    kept = ", ".join(f'"{c}"' for c in old_columns)
 
     procs = [
         subprocess.Popen(
@@ -167,7 +171,9 @@ def test_init_upgrades_a_v1_sqlite_database_from_several_processes_at_once(
     assert sum("upgraded" in out for out, _ in outputs) == 1, outputs
 
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        assert conn.execute("SELECT * FROM tickrun_tasks ORDER BY id").fetchall() == rows_before
+        after = conn.execute(f"SELECT {kept} FROM tickrun_tasks ORDER BY id").fetchall()
+        assert after == rows_before
+        assert conn.execute("SELECT DISTINCT group_key FROM tickrun_tasks").fetchall() == [(None,)]
         assert conn.execute("SELECT count(*) FROM tickrun_attempts").fetchone() == (1,)
         version = conn.execute("SELECT value FROM tickrun_meta").fetchone()
     assert version == (str(SCHEMA_VERSION),)
@@ -193,3 +199,40 @@ def test_init_upgrades_a_v1_sqlite_database_from_several_processes_at_once(
     assert app.enqueue("work", {"n": 9}) == 9
     assert newest(engine, tasks.c.id) == 9
     assert tickrun("due", cwd=project, db=url).returncode == 0
+
+
+def test_init_adds_version_3_columns_and_tables_in_place(db_url: str, project: Path) -> None:
+    """A version 2 schema (no flow-control columns or tables) gets them from `tickrun init`,
+    rows kept, and then holds its limits."""
+    engine = open_engine(db_url)
+    app = new_app(db_url)
+    app.task(name="work")(lambda n: None)
+    kept = app.enqueue("work", {"n": 1})
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE tickrun_limits")
+        conn.exec_driver_sql("DROP TABLE tickrun_starts")
+        on = " ON tickrun_tasks" if dialects.kind(conn) == "mysql" else ""
+        conn.exec_driver_sql(f"DROP INDEX ix_tickrun_tasks_group{on}")
+        for column in ("group_key", "group_limit", "group_order"):
+            conn.exec_driver_sql(f"ALTER TABLE tickrun_tasks DROP COLUMN {column}")
+        conn.execute(update(meta).values(value="2"))
+    engine.dispose()
+
+    result = tickrun("init", cwd=project, db=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "upgraded from version 2" in result.stdout
+    inspector = inspect(engine)
+    assert {"group_key", "group_limit", "group_order"} <= {
+        c["name"] for c in inspector.get_columns("tickrun_tasks")
+    }
+    assert "ix_tickrun_tasks_group" in {i["name"] for i in inspector.get_indexes("tickrun_tasks")}
+    assert {"tickrun_limits", "tickrun_starts"} <= set(inspector.get_table_names())
+    assert newest(engine, tasks.c.id) == kept
+
+    ordered = new_app(db_url)
+    ordered.task(name="step", concurrency_key="k", ordered=True)(lambda k: None)
+    first, _ = (ordered.enqueue("step", {"k": 1}, run_at=T0) for _ in range(2))
+    batch = store.claim(
+        engine, names=["step"], queues=[], limit=5, worker="w", leases={"step": 60}, now=T0
+    )
+    assert [c.id for c in batch.tasks] == [first]

@@ -1041,7 +1041,7 @@ def test_doctor_reports_what_this_invocation_resolves(db_url: str, backend: str)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "(from flag)" in out
-    assert "schema:       version 2 (current)" in out
+    assert "schema:       version 3 (current)" in out
     assert "python:" in out and "sqlalchemy:" in out and "tickrun:" in out
     product = {"sqlite": ("SQLite",), "postgresql": ("PostgreSQL",), "mysql": ("MariaDB", "MySQL")}
     assert any(f"server:       {p} " in out for p in product[backend])

@@ -16,9 +16,9 @@ PACKAGE = ROOT / "tickrun"
 # Lowest first; a module may import modules of its own layer or below it.
 LAYERS: list[set[str]] = [
     {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output", "logs"},
-    {"schema", "config", "leases", "specs", "notify"},
+    {"schema", "config", "leases", "specs", "flow", "notify"},
     {"dialects"},
-    {"database", "migrations", "store", "outbox"},
+    {"database", "migrations", "store", "gate", "outbox"},
     {"app"},
     {"scheduler", "loader", "delivery"},
     {"execution"},

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from tickrun import clock, specs
 from tickrun.backoff import BackoffSpec
 from tickrun.errors import ConfigError, UnknownTask, UsageError
+from tickrun.flow import Limit, check_limit, parse_rate, queue_scope, task_scope
 from tickrun.specs import ScheduleSpec, TaskSpec
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class App:
         self.dead_hooks: list[Callable[[dict[str, Any]], Any]] = []
         self.tasks: dict[str, TaskSpec] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
+        self.queues: dict[str, Limit] = {}  # queue name -> its limits
         self.import_ref: str | None = None  # "module:attr", set by the loader
         self._url: str | None = None  # the database this app uses, once resolved
 
@@ -71,8 +73,21 @@ class App:
         priority: int = 0,
         name: str | None = None,
         context: bool = False,
+        rate: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
+        ordered: bool = False,
+        on_dead: str = "block",
     ) -> Any:
-        """Register a handler: ``@app.task`` or ``@app.task(max_attempts=3, ...)``."""
+        """Register a handler: ``@app.task`` or ``@app.task(max_attempts=3, ...)``.
+
+        Flow control (README, "Flow control"): ``rate="100/m"`` allows at most 100 starts in
+        any minute; ``concurrency=K`` at most K running at once, per value of the payload
+        field ``concurrency_key`` when one is named; ``ordered=True`` (with a
+        ``concurrency_key``) starts one task per key at a time, in enqueue order, and
+        ``on_dead`` says whether a dead task holds back the later ones ("block") or not
+        ("release").
+        """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             spec = specs.task_spec(
@@ -85,6 +100,11 @@ class App:
                 queue=queue,
                 priority=priority,
                 context=context,
+                rate=rate,
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
+                ordered=ordered,
+                on_dead=on_dead,
             )
             if spec.name in self.tasks:
                 raise ConfigError(f"task {spec.name!r} is registered twice")
@@ -92,6 +112,30 @@ class App:
             return func
 
         return register(fn) if fn is not None else register
+
+    def queue(self, name: str, *, rate: str | None = None, concurrency: int | None = None) -> None:
+        """Limits shared by every task of queue ``name``, on every run and host: at most
+        ``rate`` starts (``"25/s"``) and ``concurrency`` running at once."""
+        what = f"queue {name!r}"
+        specs.check_queue(name, what)
+        if name in self.queues:
+            raise ConfigError(f"{what} is configured twice")
+        if rate is None and concurrency is None:
+            raise ConfigError(f"{what}: give rate= or concurrency=")
+        self.queues[name] = Limit(
+            queue_scope(name),
+            None if rate is None else parse_rate(rate, what),
+            check_limit(concurrency, what),
+        )
+
+    def limits(self) -> list[Limit]:
+        """Every task and queue limit of this application (per-key limits live on the rows)."""
+        found = [
+            Limit(task_scope(s.name), s.rate, None if s.concurrency_key else s.concurrency)
+            for s in self.tasks.values()
+            if s.rate is not None or (s.concurrency is not None and s.concurrency_key is None)
+        ]
+        return found + list(self.queues.values())
 
     def schedule(
         self,
@@ -177,12 +221,15 @@ class App:
         run_at: datetime | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        group: str | None = None,
         connection: Any = None,
     ) -> int:
         """Add a task and return its id (an existing task's id for a known ``key``).
 
-        With ``connection`` (a SQLAlchemy Connection or Session in an open transaction), the
-        task is inserted in that transaction and exists only if it commits.
+        ``group`` sets the value per-key limits apply to, for a task registered with a
+        ``concurrency_key`` (default: that payload field's value). With ``connection`` (a
+        SQLAlchemy Connection or Session in an open transaction), the task is inserted in that
+        transaction and exists only if it commits.
         """
         return self.enqueue_result(
             task,
@@ -192,6 +239,7 @@ class App:
             run_at=run_at,
             queue=queue,
             priority=priority,
+            group=group,
             connection=connection,
         ).id
 

@@ -166,11 +166,13 @@ def rebuild_sqlite_table(conn: Connection, table: Table) -> None:
     caller's transaction, so a failure leaves the old table as it was.
     """
     old_name = f"{table.name}_old"
-    for index in inspect_db(conn).get_indexes(table.name):  # the new table's indexes take the names
+    inspector = inspect_db(conn)
+    present = {c["name"] for c in inspector.get_columns(table.name)}  # later columns: NULL
+    for index in inspector.get_indexes(table.name):  # the new table's indexes take the names
         conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
     conn.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{old_name}"')
     table.create(conn)
-    stored = [c for c in table.columns if c.computed is None]
+    stored = [c for c in table.columns if c.computed is None and c.name in present]
     old = lightweight_table(old_name, *(sql_column(c.name) for c in stored))
     conn.execute(insert(table).from_select([c.name for c in stored], select(*old.c)))
     conn.exec_driver_sql(f'DROP TABLE "{old_name}"')

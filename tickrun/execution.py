@@ -44,6 +44,8 @@ class TaskContext:
     logger: logging.LoggerAdapter[logging.Logger]
     _is_lost: Callable[[], bool] = field(default=lambda: False, repr=False, compare=False)
     # A child process's context keeps the default: the run kills that process instead.
+    claimed_at: datetime | None = None  # when this attempt was claimed: its start for rates
+    group: str | None = None  # the key value per-key limits and ordering apply to
 
     @property
     def lease_lost(self) -> bool:
@@ -100,6 +102,9 @@ def make_context(
     key: str | None,
     scheduled_for: datetime | None,
     is_lost: Callable[[], bool] = lambda: False,
+    *,
+    claimed_at: datetime | None = None,
+    group: str | None = None,
 ) -> TaskContext:
     logger = logging.LoggerAdapter(
         logging.getLogger(f"tickrun.task.{spec.name}"), {"task_id": task_id, "attempt": attempt}
@@ -113,6 +118,8 @@ def make_context(
         scheduled_for,
         logger,
         is_lost,
+        claimed_at,
+        group,
     )
 
 
@@ -140,6 +147,8 @@ class ChildPool:
             "max_attempts": ctx.max_attempts,
             "key": ctx.key,
             "scheduled_for": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
+            "claimed_at": ctx.claimed_at.isoformat() if ctx.claimed_at else None,
+            "group": ctx.group,
         }
         try:
             conn.send_bytes(json.dumps(job).encode())
@@ -250,7 +259,7 @@ def _child_main(conn: Pipe, app_ref: str, parent_pid: int, log_format: str = "te
         except (EOFError, OSError):
             return
         spec = app.tasks[job["task"]]
-        scheduled = job["scheduled_for"]
+        scheduled, claimed = job["scheduled_for"], job["claimed_at"]
         ctx = make_context(
             spec,
             job["task_id"],
@@ -258,6 +267,8 @@ def _child_main(conn: Pipe, app_ref: str, parent_pid: int, log_format: str = "te
             job["max_attempts"],
             job["key"],
             datetime.fromisoformat(scheduled) if scheduled else None,
+            claimed_at=datetime.fromisoformat(claimed) if claimed else None,
+            group=job["group"],
         )
         conn.send_bytes(json.dumps(asdict(invoke(spec, job["payload"], ctx))).encode())
 

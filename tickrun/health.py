@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
+from tickrun import gate
 from tickrun.durations import format_duration
 from tickrun.errors import NotFound
 from tickrun.lifecycle import DEAD
@@ -51,6 +52,7 @@ def check(
         ).scalar_one()
         oldest = conn.execute(oldest_due).first()
         last_run = conn.execute(select(func.max(runs.c.started_at))).scalar()
+        blocked = gate.blocked_groups(conn)
         due_names = (
             conn.execute(
                 select(_T.c.name, func.count()).where(_T.c.claimable_at <= now).group_by(_T.c.name)
@@ -80,6 +82,11 @@ def check(
             else f"silence: no run started in the last {format_duration(max_silence)} "
             f"(the last one started {format_duration(silence)} ago, "
             f"at {last_run:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+    for group, dead_id, waiting in blocked:
+        problems.append(
+            f"blocked: ordered group {group!r} is held by dead task {dead_id} "
+            f"({_count(waiting, 'task')} waiting); `tickrun dlq retry {dead_id}` or purge it"
         )
     problems.extend(_stale_schedules(engine, now, stale or {}))
     for name, n in sorted(due_names):

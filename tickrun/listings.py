@@ -20,6 +20,7 @@ from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import Executable
 
+from tickrun import gate
 from tickrun.errors import NotFound
 from tickrun.lifecycle import (
     CANCELLED,
@@ -31,11 +32,15 @@ from tickrun.lifecycle import (
     SUCCEEDED,
     Outcome,
 )
-from tickrun.schema import CLAIM_ORDER, attempts, tasks
+from tickrun.schema import CLAIM_ORDER, attempts, limits, tasks
 
 # fmt: off
 DUE_FIELDS = [
     "id", "task", "queue", "priority", "status", "run_at", "attempts", "max_attempts", "key",
+    "group", "held",
+]
+LIMIT_FIELDS = [
+    "scope", "rate", "started_in_window", "concurrency", "running", "full", "registered_at",
 ]
 FAILURE_FIELDS = ["id", "task", "attempt", "failed_at", "error", "status", "next_run_at"]
 DLQ_FIELDS = ["id", "task", "queue", "attempts", "failed_at", "last_error", "key"]
@@ -85,7 +90,8 @@ def due(
 
     ``claimable_at`` is the run_at of a waiting task and the lease expiry of a running one, so
     ``claimable_at <= now`` is exactly "pending or retrying and run_at <= now, or running with
-    its lease expired", the claim query's own condition.
+    its lease expired", the claim query's own condition. ``held`` says why a limit keeps a
+    task from being claimed now (tickrun.gate.holds), None when nothing does.
     """
     stmt = (
         select(
@@ -98,6 +104,9 @@ def due(
             _T.c.attempts,
             _T.c.max_attempts,
             _T.c.key,
+            _T.c.group_key,
+            _T.c.group_limit,
+            _T.c.group_order,
         )
         .where(_T.c.claimable_at <= now)
         .order_by(*CLAIM_ORDER)
@@ -105,7 +114,16 @@ def due(
     if queue is not None:
         stmt = stmt.where(_T.c.queue == queue)
     with engine.connect() as conn:
-        return as_dicts(conn, _narrowed(stmt, task, limit))
+        found = conn.execute(_narrowed(stmt, task, limit)).all()
+        held = gate.holds(conn, found, now)
+    rows = []
+    for r in found:
+        row = dict(r._mapping)
+        row["group"] = row.pop("group_key")
+        del row["group_limit"], row["group_order"]
+        row["held"] = held.get(r.id)
+        rows.append(row)
+    return rows
 
 
 def failures(
@@ -339,4 +357,31 @@ def stats(engine: Engine, now: datetime, *, since: float) -> list[dict[str, Any]
         row["wait_p50_s"] = _rounded(percentile(wait_times[name], 0.5))
         row["wait_p95_s"] = _rounded(percentile(wait_times[name], 0.95))
         out.append(row)
+    return out
+
+
+def limit_usage(engine: Engine, now: datetime) -> list[dict[str, Any]]:
+    """Every registered task and queue limit and how full it is now (LIMIT_FIELDS)."""
+    with engine.connect() as conn:
+        defined = gate.registered(conn)
+        used = gate.usage(conn, defined, now)
+        updated = {s: at for s, at in conn.execute(select(limits.c.scope, limits.c.updated_at))}
+    out = []
+    for scope in sorted(defined):
+        limit = defined[scope]
+        running, started = used[scope]
+        full = (limit.concurrency is not None and running >= limit.concurrency) or (
+            limit.rate is not None and started >= limit.rate.count
+        )
+        out.append(
+            {
+                "scope": scope,
+                "rate": None if limit.rate is None else str(limit.rate),
+                "started_in_window": started if limit.rate is not None else None,
+                "concurrency": limit.concurrency,
+                "running": running,
+                "full": full,
+                "registered_at": updated.get(scope),
+            }
+        )
     return out

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Select, delete, func, select
 from sqlalchemy.engine import Connection
 
-from tickrun import dialects, outbox, store
+from tickrun import dialects, gate, outbox, store
 from tickrun.errors import NotFound
 from tickrun.lifecycle import DEAD, FINISHED, WAITING
 from tickrun.listings import as_dicts, dead_select
@@ -144,6 +144,7 @@ def prune(engine: Engine, now: datetime, *, older_than: float, dry_run: bool = F
     """Delete succeeded and cancelled tasks finished more than ``older_than`` seconds ago, and
     their attempts, and alerts delivered that long ago; returns how many tasks.
 
+    The lock rows of per-key limits created before then go too (claims recreate them).
     Finished rows never change again, so batches commit one by one: a large prune neither holds
     one long transaction nor blocks runs for its whole length.
     """
@@ -158,6 +159,7 @@ def prune(engine: Engine, now: datetime, *, older_than: float, dry_run: bool = F
                 conn.execute(select(_T.c.id).where(*where).order_by(_T.c.id).limit(CHUNK)).scalars()
             )
             if not ids:
+                gate.forget_groups(conn, now - timedelta(seconds=older_than))
                 break
             conn.execute(delete(_A).where(_A.c.task_id.in_(ids)))
             total += conn.execute(delete(_T).where(_T.c.id.in_(ids), *where)).rowcount

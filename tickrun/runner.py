@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,7 @@ _OUTCOMES = {
     "timeout": Outcome.TIMEOUT,
 }
 FALLBACK_DELAY = 60.0
+RATE_WAIT = 60.0  # seconds a run without --max-time may wait for rate windows
 MAX_DELAY = 100 * 365 * 86400.0  # far enough to mean "not soon", near enough for a datetime
 
 
@@ -132,6 +133,11 @@ class Runner:
         self.options = options
         self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
         self.leases = {name: spec.lease for name, spec in app.tasks.items()}
+        self.limits = app.limits()
+        # Tasks under a task or queue limit are claimed only for idle workers (never ahead), so
+        # a claim's time is the handler's start and a slot is never hoarded in a local queue.
+        self._flow = bool(self.limits)
+        self._wake_at: datetime | None = None  # when a full rate window next admits a start
         self.summary = RunSummary(worker=self.worker)
         self._jobs: queue.Queue[store.Claimed | None] = queue.Queue()
         self._results: queue.Queue[store.Ended] = queue.Queue()
@@ -167,6 +173,7 @@ class Runner:
                 pid=os.getpid(),
                 now=clock.now(),
             )
+            store.register_limits(self.engine, self.limits, clock.now())
             self._deliverer.start()  # alerts earlier runs could not deliver go first
             self.summary.scheduled = self._enqueue_schedules()
             self._guard.start()
@@ -254,10 +261,16 @@ class Runner:
                 opts.max_tasks is not None and self.summary.claimed >= opts.max_tasks
             )
             if not (stopping or limited or exhausted) and self._jobs.qsize() < opts.concurrency:
-                exhausted = self._claim()
-            if not self._held and (exhausted or stopping or limited):
+                exhausted = self._claim(len(pending))
+            rate_wait = self._rate_wait(began) if exhausted and not (stopping or limited) else None
+            if rate_wait == 0:
+                exhausted = False  # a rate window has room again
+                continue
+            if not self._held and (exhausted or stopping or limited) and rate_wait is None:
                 break
             wait = min(0.5, max(0.0, next_beat - time.monotonic()))
+            if rate_wait is not None:
+                wait = min(wait, rate_wait)
             if pending:
                 wait = min(wait, max(0.0, first_pending + opts.flush_after - time.monotonic()))
             if grace_end is not None:
@@ -290,8 +303,27 @@ class Runner:
                 self._interrupt_in_flight()
                 break
 
-    def _claim(self) -> bool:
-        """Claim a batch; True when fewer were due than asked for (nothing more to do now)."""
+    def _rate_wait(self, began: float) -> float | None:
+        """Seconds until a full rate window admits the due tasks it holds back, while the run
+        may wait for it: until ``max_time``, or RATE_WAIT seconds without one (a cron period,
+        so runs do not pile up behind a long rate-limited backlog). None: do not wait."""
+        if self._wake_at is None:
+            return None
+        budget = self.options.max_time if self.options.max_time is not None else RATE_WAIT
+        left = budget - (time.monotonic() - began)
+        until = (self._wake_at - clock.now()).total_seconds()
+        if until > left:
+            return None
+        if until <= 0:
+            self._wake_at = None
+            return 0.0
+        return until
+
+    def _claim(self, unrecorded: int = 0) -> bool:
+        """Claim a batch; True when nothing more is claimable now.
+
+        ``unrecorded``: outcomes the loop holds that are not yet written, whose workers are
+        free again."""
         opts = self.options
         want = self._prefetch() + opts.concurrency - self._jobs.qsize()
         if opts.max_tasks is not None:
@@ -307,8 +339,11 @@ class Runner:
             worker=self.worker,
             leases=self.leases,
             now=clock.now(),
+            limits=self.limits,
+            flow_cap=self._idle_workers(unrecorded) if self._flow else None,
             alerts=self._alert_targets,
         )
+        self._wake_at = batch.wake_at
         self.summary.claimed += len(batch.tasks)
         self.summary.lost += batch.lost
         self.summary.dead += batch.dead
@@ -345,7 +380,11 @@ class Runner:
                 )
         if batch.dead:
             self._deliverer.wake()
-        return len(batch.tasks) + batch.dead < want
+        return batch.exhausted(want)
+
+    def _idle_workers(self, unrecorded: int) -> int:
+        busy = len(self._held) - unrecorded - self._results.qsize()
+        return max(0, self.options.concurrency - busy)
 
     def _prefetch(self) -> int:
         """How many tasks to claim ahead of the workers: a round trip's worth of fast tasks
@@ -380,6 +419,8 @@ class Runner:
                 task.key,
                 task.scheduled_for,
                 functools.partial(self._guard.is_lost, task.id),
+                claimed_at=task.started_at,
+                group=task.group,
             )
             began = clock.now()
             try:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     Computed,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -155,6 +156,11 @@ tasks = Table(
     Column("last_traceback", BoundedText(), nullable=True),
     Column("schedule", String(200), nullable=True),
     Column("scheduled_for", UTCDateTime, nullable=True),
+    # Flow control (tickrun.flow): the group a task belongs to, the most of its group that may
+    # run at once, and for an ordered group what a dead task does to those after it.
+    Column("group_key", String(255), nullable=True),
+    Column("group_limit", Integer, nullable=True),
+    Column("group_order", String(8), nullable=True),
     UniqueConstraint("key", name="uq_tickrun_tasks_key"),
 )
 
@@ -173,6 +179,8 @@ Index("ix_tickrun_tasks_claim_mariadb", *CLAIM_ORDER_MARIADB).ddl_if(
 )
 Index("ix_tickrun_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
 Index("ix_tickrun_tasks_schedule", tasks.c.schedule, tasks.c.status)
+# A group's tasks in enqueue order: the claim looks for an unfinished earlier one.
+group_index = Index("ix_tickrun_tasks_group", tasks.c.group_key, tasks.c.id)
 
 attempts = Table(
     "tickrun_attempts",
@@ -205,6 +213,30 @@ runs = Table(
     Column("dead", Integer, nullable=False, default=0),
     Column("exit_code", Integer, nullable=True),
     Index("ix_tickrun_runs_started", "started_at"),
+)
+
+# One row per limited scope ("task:NAME", "queue:NAME": the limits a run registered; "group:KEY"
+# rows carry no limit). Claims lock these rows, so the claims that could exceed one limit take
+# turns, while claims of unlimited tasks never touch them.
+limits = Table(
+    "tickrun_limits",
+    metadata,
+    Column("scope", String(300), primary_key=True),
+    Column("rate_count", Integer, nullable=True),
+    Column("rate_period", Float(53), nullable=True),  # DOUBLE on MariaDB
+    Column("concurrency", Integer, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The sliding window of rate limits: one row per start of a rate-limited task, kept for one
+# period.
+starts = Table(
+    "tickrun_starts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("scope", String(300), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Index("ix_tickrun_starts_scope", "scope", "started_at"),
 )
 
 schedules = Table(
@@ -265,3 +297,6 @@ def apply_ddl_options() -> None:
         table.dialect_kwargs["sqlite_autoincrement"] = True
     claim_index.dialect_kwargs["postgresql_where"] = tasks.c.claimable_at.isnot(None)
     claim_index.dialect_kwargs["sqlite_where"] = tasks.c.claimable_at.isnot(None)
+    # Ungrouped tasks, nearly all of them, stay out of the group index where it can be partial.
+    group_index.dialect_kwargs["postgresql_where"] = tasks.c.group_key.isnot(None)
+    group_index.dialect_kwargs["sqlite_where"] = tasks.c.group_key.isnot(None)

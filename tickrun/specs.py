@@ -18,6 +18,7 @@ from typing import Any
 from tickrun import clock
 from tickrun.backoff import BackoffFn, BackoffSpec, as_backoff, exponential
 from tickrun.errors import ConfigError, PayloadError, ScheduleError, UsageError
+from tickrun.flow import ON_DEAD, Rate, check_limit, group_of, parse_rate
 from tickrun.lifecycle import Status
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -40,6 +41,11 @@ class TaskSpec:
     priority: int
     context: bool
     signature: inspect.Signature = field(repr=False)
+    rate: Rate | None = None
+    concurrency: int | None = None  # per group when concurrency_key is set, else per task
+    concurrency_key: str | None = None
+    ordered: bool = False
+    on_dead: str = "block"
     fitting_keys: set[frozenset[str]] = field(default_factory=set, repr=False, compare=False)
 
     def bind(self, payload: Mapping[str, Any]) -> None:
@@ -59,6 +65,19 @@ class TaskSpec:
             ) from None
         if len(self.fitting_keys) < 64:
             self.fitting_keys.add(keys)
+
+    def group(self, payload: Mapping[str, Any], given: str | None) -> dict[str, Any]:
+        """The flow-control columns of a new task row (all None for a task without a key)."""
+        if self.concurrency_key is None:
+            if given is not None:
+                raise UsageError(f"task {self.name!r} has no concurrency_key: group= needs one")
+            return {"group_key": None, "group_limit": None, "group_order": None}
+        default = self.signature.parameters[self.concurrency_key].default
+        return {
+            "group_key": group_of(self.concurrency_key, dict(payload), default, given),
+            "group_limit": 1 if self.ordered else self.concurrency,
+            "group_order": self.on_dead if self.ordered else None,
+        }
 
     def _shown_signature(self) -> str:
         params = list(self.signature.parameters.values())
@@ -87,6 +106,11 @@ def task_spec(
     queue: str,
     priority: int,
     context: bool,
+    rate: str | None = None,
+    concurrency: int | None = None,
+    concurrency_key: str | None = None,
+    ordered: bool = False,
+    on_dead: str = "block",
 ) -> TaskSpec:
     """A checked TaskSpec; ConfigError names the task and every problem found."""
     problems = []
@@ -105,7 +129,7 @@ def task_spec(
         problems.append(f"timeout must be a number of seconds > 0, not {timeout!r}")
     if not (isinstance(lease, int | float) and 1 <= lease < math.inf):
         problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
-    if not isinstance(queue, str) or not _QUEUE.match(queue):
+    if not _is_queue(queue):
         problems.append(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
     if not is_priority(priority):
         problems.append(f"priority must be a 32-bit integer, not {priority!r}")
@@ -118,6 +142,10 @@ def task_spec(
     signature = inspect.signature(fn)
     if context and not signature.parameters:
         raise ConfigError(f"task {name!r}: context=True needs a first parameter")
+    what = f"task {name!r}"
+    parsed_rate = None if rate is None else parse_rate(rate, what)
+    limit = check_limit(concurrency, what)
+    _check_key(what, signature, context, concurrency_key, limit, ordered, on_dead)
     return TaskSpec(
         name=name,
         fn=fn,
@@ -129,7 +157,42 @@ def task_spec(
         priority=priority,
         context=context,
         signature=signature,
+        rate=parsed_rate,
+        concurrency=limit,
+        concurrency_key=concurrency_key,
+        ordered=ordered,
+        on_dead=on_dead,
     )
+
+
+def _check_key(
+    what: str,
+    signature: inspect.Signature,
+    context: bool,
+    key: str | None,
+    concurrency: int | None,
+    ordered: bool,
+    on_dead: str,
+) -> None:
+    if not isinstance(ordered, bool):
+        raise ConfigError(f"{what}: ordered must be True or False, not {ordered!r}")
+    if on_dead not in ON_DEAD:
+        raise ConfigError(f"{what}: on_dead must be one of {', '.join(ON_DEAD)}, not {on_dead!r}")
+    if key is None:
+        if ordered:
+            raise ConfigError(f"{what}: ordered=True needs concurrency_key (the key to order by)")
+        return
+    params = list(signature.parameters.values())[1 if context else 0 :]
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if key not in names:
+        raise ConfigError(
+            f"{what}: concurrency_key {key!r} names no parameter of the handler "
+            f"(parameters: {', '.join(names) or 'none'})"
+        )
+    if concurrency is None and not ordered:
+        raise ConfigError(f"{what}: concurrency_key needs concurrency=K or ordered=True")
+    if ordered and concurrency not in (None, 1):
+        raise ConfigError(f"{what}: ordered=True runs one task per key at a time; drop concurrency")
 
 
 def schedule_spec(
@@ -200,6 +263,7 @@ def task_row(
     run_at: datetime | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    group: str | None = None,
     scheduled_for: datetime | None = None,
     schedule: str | None = None,
     now: datetime | None = None,
@@ -210,8 +274,9 @@ def task_row(
         raise UsageError("key must be a string of 1 to 255 characters")
     if priority is not None and not is_priority(priority):
         raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
-    if queue is not None and not (isinstance(queue, str) and _QUEUE.match(queue)):
+    if queue is not None and not _is_queue(queue):
         raise UsageError(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
+    flow = spec.group(payload or {}, group)
     now = now or clock.now()
     when = _when(now, delay, run_at)
     return {
@@ -228,7 +293,17 @@ def task_row(
         "created_at": now,
         "scheduled_for": scheduled_for,
         "schedule": schedule,
+        **flow,
     }
+
+
+def _is_queue(value: Any) -> bool:
+    return isinstance(value, str) and _QUEUE.match(value) is not None
+
+
+def check_queue(name: Any, what: str) -> None:
+    if not _is_queue(name):
+        raise ConfigError(f"{what}: a queue name must be 1-100 letters, digits or _ . : -")
 
 
 def is_priority(value: Any) -> bool:

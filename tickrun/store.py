@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
-from tickrun import dialects, outbox
+from tickrun import dialects, gate, outbox
+from tickrun.flow import Limit
 from tickrun.lifecycle import (
     CANCELLED,
     DEAD,
@@ -56,6 +57,7 @@ class Claimed:
     token: str
     started_at: datetime
     schedule: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,14 @@ class ClaimBatch:
     tasks: list[Claimed]
     lost: int  # earlier attempts whose lease expired, recorded as such
     dead: int  # of those, tasks with no attempt left, now dead
+    seen: int = 0  # due rows the claim looked at: fewer than asked means none is left
+    wake_at: datetime | None = None  # when a full rate window next lets a start in
     lost_attempts: tuple[Lost, ...] = ()
+
+    def exhausted(self, asked: int) -> bool:
+        """Nothing more is claimable now: fewer rows were due than asked for, or every one
+        was held back by a limit."""
+        return self.seen < asked or not (self.tasks or self.dead)
 
 
 @dataclass(frozen=True)
@@ -145,8 +154,11 @@ def due_query(names: Sequence[str], queues: Sequence[str], limit: int, now: date
             t.c.started_at,
             t.c.scheduled_for,
             t.c.schedule,
+            t.c.group_key,
+            t.c.group_limit,
+            t.c.group_order,
         )
-        .where(t.c.claimable_at <= now, t.c.name.in_(names))
+        .where(t.c.claimable_at <= now, t.c.name.in_(names), gate.group_filter(now))
         .order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id)
         .limit(limit)
     )
@@ -162,21 +174,32 @@ def claim(
     worker: str,
     leases: Mapping[str, float],
     now: datetime,
+    limits: Sequence[Limit] = (),
+    flow_cap: int | None = None,
     alerts: Sequence[str] = (),
 ) -> ClaimBatch:
     """Atomically claim up to ``limit`` due tasks, in claim order; counts the attempt now.
 
     A due ``running`` row is one whose lease expired: its lost attempt is recorded, and if it
     has no attempt left it becomes ``dead`` instead of running again, with an alert row per
-    target in ``alerts`` written in the same transaction.
+    target in ``alerts`` written in the same transaction. Tasks that ``limits`` or their
+    group hold back are left as they are (tickrun.gate); at most ``flow_cap`` limited tasks
+    are taken.
     """
     t = tasks
     token = uuid.uuid4().hex
     with engine.begin() as conn:
-        stmt = due_query(names, queues, limit, now)
+        flow = gate.open_gate(conn, limits, names, queues, now)
+        now = flow.now  # later than asked when a rate window already holds a later start
+        stmt = due_query(names, queues, limit, now).where(*gate.exclusions(flow, flow_cap))
         rows = conn.execute(dialects.for_claim(stmt, conn)).all()
-        lost = [r for r in rows if r.status == RUNNING]
-        exhausted = {r.id for r in lost if after_failure(r.attempts, r.max_attempts) == DEAD}
+        expired = [r for r in rows if r.status == RUNNING]
+        exhausted = {r.id for r in expired if after_failure(r.attempts, r.max_attempts) == DEAD}
+        chosen = gate.admit(conn, flow, [r for r in rows if r.id not in exhausted], flow_cap)
+        # A lost attempt is recorded when its task is claimed again or dies, not while a limit
+        # holds the task back (it would be recorded again by every claim that saw it).
+        taken = {r.id for r in chosen} | exhausted
+        lost = [r for r in expired if r.id in taken]
         if lost:
             conn.execute(
                 insert(attempts),
@@ -207,7 +230,8 @@ def claim(
             _write_alerts(
                 conn, alerts, [_dead(r, EXHAUSTED, now) for r in rows if r.id in exhausted], now
             )
-        chosen = [r for r in rows if r.id not in exhausted]
+        gate.log_starts(conn, flow)
+        wake_at = gate.rate_held(conn, flow, names) if len(chosen) < limit else None
         by_lease: dict[float, list[int]] = defaultdict(list)
         for r in chosen:
             by_lease[leases[r.name]].append(r.id)
@@ -237,13 +261,28 @@ def claim(
             key=r.key,
             scheduled_for=r.scheduled_for,
             schedule=r.schedule,
+            group=r.group_key,
             token=token,
             started_at=now,
         )
         for r in chosen
     ]
     found = tuple(Lost(r.id, r.name, r.attempts, r.worker, r.id in exhausted) for r in lost)
-    return ClaimBatch(tasks=claimed, lost=len(lost), dead=len(exhausted), lost_attempts=found)
+    return ClaimBatch(
+        tasks=claimed,
+        lost=len(lost),
+        dead=len(exhausted),
+        seen=len(rows),
+        wake_at=wake_at,
+        lost_attempts=found,
+    )
+
+
+def register_limits(engine: Engine, defined: Sequence[Limit], now: datetime) -> None:
+    """Record the application's task and queue limits (a run does it as it starts)."""
+    if defined:
+        with engine.begin() as conn:
+            gate.register(conn, defined, now)
 
 
 def _owned(conn: Connection, held: Iterable[Claimed]) -> list[Claimed]:

@@ -45,6 +45,10 @@ def init(ctx: Context) -> None:
 )
 @click.option("--queue", help="Queue, instead of the task's own.")
 @click.option("--priority", type=int, help="Priority, instead of the task's own (higher first).")
+@click.option(
+    "--group",
+    help="Key value for per-key limits (a task with a concurrency_key), instead of the payload's.",
+)
 @formats
 @common
 @pass_ctx
@@ -57,6 +61,7 @@ def enqueue(
     delay: float | None,
     queue: str | None,
     priority: int | None,
+    group: str | None,
     fmt: str,
 ) -> None:
     """Add a task; prints its id.
@@ -69,11 +74,17 @@ def enqueue(
     run_at = _parse_time(at) if at is not None else None
     app = ctx.app()
     assert app is not None
-    app.task_row(task, data, key=key, delay=delay, run_at=run_at, queue=queue, priority=priority)
+    options = {
+        "key": key,
+        "delay": delay,
+        "run_at": run_at,
+        "queue": queue,
+        "priority": priority,
+        "group": group,
+    }
+    app.task_row(task, data, **options)  # bad input fails before the database is opened
     ctx.engine()
-    result = app.enqueue_result(
-        task, data, key=key, delay=delay, run_at=run_at, queue=queue, priority=priority
-    )
+    result = app.enqueue_result(task, data, **options)
     if fmt == "table":
         click.echo(result.id)
         if result.duplicate:

@@ -73,7 +73,11 @@ DUE_COLUMNS = [
     Column("run_at"),
     Column("attempts", "tries", value=lambda r: f"{r['attempts']}/{r['max_attempts']}"),
     Column("key", shrink=6),
+    Column("group", shrink=6),
+    Column("held"),  # the reason people look: never shortened
 ]
+
+OPTIONAL = ("group", "held")
 
 DLQ_COLUMNS = [
     Column("id", align="right"),
@@ -99,7 +103,9 @@ def due(
     """Tasks due now, in the order runs claim them (priority, then due time, then id).
 
     Due: pending or retrying with run_at in the past, or running with an expired lease
-    (status "expired" in the table).
+    (status "expired" in the table). "held" says why a flow-control limit keeps a task
+    from being claimed now: "waiting for #ID" (an earlier task of its ordered group),
+    "key busy (n/K)", "task limit (n/K)", "queue limit (n/K)", "task rate (25/s)".
 
     Example: tickrun due --queue emails --limit 20
     """
@@ -107,7 +113,9 @@ def due(
     from tickrun.output import render
 
     rows = listings.due(ctx.engine(), clock.now(), queue=queue, task=task_name, limit=limit)
-    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", DUE_COLUMNS))
+    # Without flow control the two columns would only narrow the others: shown when used.
+    columns = [c for c in DUE_COLUMNS if c.field not in OPTIONAL or any(r[c.field] for r in rows)]
+    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", columns))
 
 
 def since_option(help_text: str) -> Callable[[_F], _F]:
@@ -309,12 +317,28 @@ def _end_time(attempt: Mapping[str, Any]) -> str:
     return _long_time(end)
 
 
+LIMIT_COLUMNS = [
+    Column("scope", shrink=12, shrink_last=True),
+    Column("rate"),
+    Column("started_in_window", "started", align="right"),
+    Column("concurrency", "limit", align="right"),
+    Column("running", "running", align="right"),
+    Column("full", value=lambda r: "full" if r["full"] else ""),
+]
+
+
 @cli.command()
 @since_option("Window for run time, wait time and failure rate.")
+@click.option(
+    "--limits",
+    "only_limits",
+    is_flag=True,
+    help="Only the task and queue limits and how full they are (for --json and --csv).",
+)
 @formats
 @common
 @pass_ctx
-def stats(ctx: Context, since: float, fmt: str) -> None:
+def stats(ctx: Context, since: float, only_limits: bool, fmt: str) -> None:
     """Per task: counts by status, the oldest due task, the last success, and over a window
     the median (p50) and 95th percentile (p95) run and wait times and the failure rate.
 
@@ -325,6 +349,8 @@ def stats(ctx: Context, since: float, fmt: str) -> None:
     Percentiles interpolate linearly between closest ranks.
     Table columns: pend(ing), run(ning), retry(ing), ok = succeeded, canc(elled),
     oldest = age of the oldest due task, last ok = time since the last success.
+    Then the task and queue limits the runs registered: started = starts in the rate's
+    window, running = tasks running under the limit (--limits: only these).
 
     Example: tickrun stats --since 1h --json
     """
@@ -333,6 +359,10 @@ def stats(ctx: Context, since: float, fmt: str) -> None:
     from tickrun.output import fitted_table, render
 
     now = clock.now()
+    usage = listings.limit_usage(ctx.engine(), now)
+    if only_limits:
+        click.echo(render(usage, listings.LIMIT_FIELDS, fmt, "(no limits)", LIMIT_COLUMNS))
+        return
     rows = listings.stats(ctx.engine(), now, since=since)
     if fmt != "table":
         fields = listings.STATS_FIELDS + listings.STATS_WINDOW_FIELDS
@@ -365,6 +395,9 @@ def stats(ctx: Context, since: float, fmt: str) -> None:
     click.echo(fitted_table(rows, counts))
     click.echo(f"\nover the last {format_duration(since)}:")
     click.echo(fitted_table(rows, timing))
+    if usage:
+        click.echo("\nlimits:")
+        click.echo(fitted_table(usage, LIMIT_COLUMNS))
 
 
 def _percent(row: Mapping[str, Any]) -> str:
@@ -408,6 +441,8 @@ def prune(ctx: Context, older_than: float, dry_run: bool) -> None:
     """Delete finished (succeeded, cancelled) tasks and their attempt history; prints the count.
 
     Pending, running, retrying and dead tasks are never touched (see tickrun dlq purge).
+    The lock rows of per-key limits created before then are deleted too (claims recreate
+    them).
 
     Example: tickrun prune --older-than 7d
     """
