@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo web test lint bench clean
 
 $(BIN)/tickrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: install
 # PostgreSQL and MariaDB tests run when their servers answer (TICKRUN_TEST_POSTGRES_URL,
 # TICKRUN_TEST_MYSQL_URL); tests/test_pgbouncer.py when a pgbouncer binary is installed too
 # (apt-get install pgbouncer): it starts its own. Each is skipped, with the reason, otherwise.
+# The demo's database, shown by the dashboard with actions on (loopback only).
+web: demo
+	cd examples/demo && TICKRUN_APP=jobs:app TICKRUN_DATABASE_URL=sqlite:///demo.db \
+		$(abspath $(BIN))/tickrun web --allow-actions
+
 test: install
 	$(BIN)/ruff check tickrun tests bench examples
 	$(BIN)/ruff format --check tickrun tests bench examples

@@ -28,7 +28,7 @@ from tests.conftest import tickrun, tickruns, write_app
 from tickrun import doctor, listings, maintenance, store
 from tickrun.cli.base import main
 from tickrun.output import Column, fitted_table
-from tickrun.schema import attempts, runs, tasks
+from tickrun.schema import SCHEMA_VERSION, attempts, runs, tasks
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -1041,7 +1041,7 @@ def test_doctor_reports_what_this_invocation_resolves(db_url: str, backend: str)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "(from flag)" in out
-    assert "schema:       version 3 (current)" in out
+    assert f"schema:       version {SCHEMA_VERSION} (current)" in out
     assert "python:" in out and "sqlalchemy:" in out and "tickrun:" in out
     product = {"sqlite": ("SQLite",), "postgresql": ("PostgreSQL",), "mysql": ("MariaDB", "MySQL")}
     assert any(f"server:       {p} " in out for p in product[backend])

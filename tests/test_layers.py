@@ -18,28 +18,21 @@ LAYERS: list[set[str]] = [
     {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output", "logs"},
     {"schema", "config", "leases", "specs", "flow", "notify"},
     {"dialects"},
-    {"database", "migrations", "store", "gate", "outbox"},
+    {"database", "migrations", "store", "gate", "status", "outbox"},
     {"app"},
     {"scheduler", "loader", "delivery"},
     {"execution"},
     {"runner"},
-    {"listings", "health", "doctor", "maintenance", "metrics"},
-    {
-        "cli",
-        "cli.base",
-        "cli.core",
-        "cli.inspect",
-        "cli.schedules",
-        "cli.monitoring",
-        "__init__",
-        "__main__",
-    },
+    {"listings", "health", "doctor", "maintenance", "activity", "metrics"},
+    {"web", "web.present", "web.security", "web.gate", "web.serve", "web.app"},
+    {"cli", "cli.base", "cli.core", "cli.inspect", "cli.runs", "cli.schedules", "cli.web"}
+    | {"cli.monitoring", "__init__", "__main__"},
 ]
 
 
 def module_name(path: Path) -> str:
     name = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
-    return "cli" if name == "cli.__init__" else name
+    return name.removesuffix(".__init__")  # a subpackage (cli, web) is named as imported
 
 
 def modules() -> dict[str, Path]:

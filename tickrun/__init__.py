@@ -16,6 +16,7 @@ from tickrun.errors import (
     UsageError,
 )
 from tickrun.execution import TaskContext
+from tickrun.status import TaskStatus
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "Retry",
     "SchemaError",
     "TaskContext",
+    "TaskStatus",
     "TickrunError",
     "UnknownTask",
     "UsageError",

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.engine import Connection
 
+    from tickrun.status import TaskStatus
+
 T = TypeVar("T")
 
 
@@ -297,6 +299,48 @@ class App:
         with self.engine.begin() as conn:
             return work(conn)
 
+    # -- status -------------------------------------------------------------------------
+
+    def status(self, task_id: int | None = None, *, key: str | None = None) -> TaskStatus | None:
+        """Where one task stands (by id, or by its idempotency ``key``); None if there is none.
+
+        One indexed query, cheap enough for an endpoint polled every second. A task pruned
+        after it finished is gone, its result with it: None too.
+        """
+        from tickrun.status import lookup
+
+        _check_lookup(task_id, key)
+        return lookup(self.engine, task_id=task_id, key=key)
+
+    def wait(
+        self,
+        task_id: int | None = None,
+        *,
+        key: str | None = None,
+        timeout: float = 30.0,
+        poll: float = 1.0,
+    ) -> TaskStatus | None:
+        """Poll :meth:`status` until the task is finished (succeeded, dead or cancelled) or
+        ``timeout`` seconds passed; the last status seen (None if the task never existed).
+
+        Polls start 50 ms apart and back off (x1.5) to at most ``poll`` seconds. Something must
+        run the task meanwhile (``tickrun run`` elsewhere): waiting does not run it.
+        """
+        import time
+
+        _check_lookup(task_id, key)
+        if not (isinstance(timeout, int | float) and timeout >= 0):
+            raise UsageError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            found = self.status(task_id, key=key)
+            left = deadline - time.monotonic()
+            if (found is not None and found.finished) or left <= 0:
+                return found
+            time.sleep(min(pause, left))
+            pause = min(pause * 1.5, poll)
+
     def task_row(
         self, task: str, payload: Mapping[str, Any] | None, **options: Any
     ) -> dict[str, Any]:
@@ -309,6 +353,15 @@ class App:
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise UnknownTask(f"unknown task {task!r} (registered: {known})") from None
+
+
+def _check_lookup(task_id: int | None, key: str | None) -> None:
+    if (task_id is None) == (key is None):
+        raise UsageError("give a task id or key=, not both or neither")
+    if task_id is not None and (not isinstance(task_id, int) or isinstance(task_id, bool)):
+        raise UsageError(f"task id must be an integer, not {task_id!r}")
+    if key is not None and not isinstance(key, str):
+        raise UsageError(f"key must be a string, not {key!r}")
 
 
 def _as_connection(connection: Any) -> Connection:

@@ -86,17 +86,24 @@ def register(conn: Connection, defined: Sequence[Limit], now: datetime) -> None:
 
 
 def _lock(conn: Connection, scopes: Iterable[str], now: datetime) -> None:
-    """Lock the rows of ``scopes``, creating missing ones, in one order (no deadlock)."""
+    """Lock the rows of ``scopes`` in scope order, creating missing ones first.
+
+    Every claim locks in the same order, so claims cannot deadlock on these rows. A missing
+    row is inserted (and committed) on another connection: inserted inside the claim, it
+    would be locked out of order, before rows that sort ahead of it.
+    """
     wanted = sorted(set(scopes))
     if not wanted or dialects.kind(conn) == "sqlite":
         return
     stmt = select(limits.c.scope).where(limits.c.scope.in_(wanted)).order_by(limits.c.scope)
-    found = set(conn.execute(dialects.locked(stmt, conn)).scalars())
+    found = set(conn.execute(stmt).scalars())  # committed rows; not locked yet
     missing = [s for s in wanted if s not in found]
-    for scope in missing:
-        dialects.insert_unless_exists(conn, limits, {"scope": scope, "updated_at": now}, "scope")
-    if missing:  # a row another claim inserted meanwhile is waited for here
-        conn.execute(dialects.locked(stmt.where(limits.c.scope.in_(missing)), conn)).all()
+    if missing:
+        with conn.engine.begin() as other:
+            for scope in missing:
+                row = {"scope": scope, "updated_at": now}
+                dialects.insert_unless_exists(other, limits, row, "scope")
+    conn.execute(dialects.locked(stmt, conn)).all()
 
 
 @dataclass

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import Executable
 
-from tickrun import gate
+from tickrun import dialects, gate
 from tickrun.errors import NotFound
 from tickrun.lifecycle import (
     CANCELLED,
@@ -33,6 +33,7 @@ from tickrun.lifecycle import (
     Outcome,
 )
 from tickrun.schema import CLAIM_ORDER, attempts, limits, tasks
+from tickrun.status import decode_result
 
 # fmt: off
 DUE_FIELDS = [
@@ -69,12 +70,24 @@ def as_dicts(conn: Connection, stmt: Executable) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def _narrowed(stmt: Select[Any], task: str | None, limit: int | None) -> Select[Any]:
-    """``stmt`` restricted to tasks named ``task`` and to ``limit`` rows, where given."""
+def _narrowed(
+    stmt: Select[Any],
+    task: str | None,
+    limit: int | None,
+    *,
+    queue: str | None = None,
+    offset: int | None = None,
+) -> Select[Any]:
+    """``stmt`` restricted to tasks named ``task`` in ``queue``, and to ``limit`` rows after
+    the first ``offset`` (the dashboard's pages), where given."""
     if task is not None:
         stmt = stmt.where(_T.c.name == task)
+    if queue is not None:
+        stmt = stmt.where(_T.c.queue == queue)
     if limit is not None:
         stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
     return stmt
 
 
@@ -85,6 +98,7 @@ def due(
     queue: str | None = None,
     task: str | None = None,
     limit: int | None = None,
+    offset: int | None = None,
 ) -> list[dict[str, Any]]:
     """Tasks due now, in claim order (priority desc, due time, id).
 
@@ -111,10 +125,9 @@ def due(
         .where(_T.c.claimable_at <= now)
         .order_by(*CLAIM_ORDER)
     )
-    if queue is not None:
-        stmt = stmt.where(_T.c.queue == queue)
     with engine.connect() as conn:
-        found = conn.execute(_narrowed(stmt, task, limit)).all()
+        narrowed = _narrowed(stmt, task, limit, queue=queue, offset=offset)
+        found = conn.execute(dialects.unfinished(narrowed, conn, claim_order=True)).all()
         held = gate.holds(conn, found, now)
     rows = []
     for r in found:
@@ -132,7 +145,9 @@ def failures(
     *,
     since: float,
     task: str | None = None,
+    queue: str | None = None,
     limit: int | None = None,
+    offset: int | None = None,
 ) -> list[dict[str, Any]]:
     """Failed attempts that finished within ``since`` seconds of ``now``, newest first."""
     stmt = (
@@ -151,7 +166,7 @@ def failures(
         .order_by(_A.c.finished_at.desc(), _A.c.id.desc())
     )
     with engine.connect() as conn:
-        rows = as_dicts(conn, _narrowed(stmt, task, limit))
+        rows = as_dicts(conn, _narrowed(stmt, task, limit, queue=queue, offset=offset))
     for row in rows:
         run_at = row.pop("run_at")
         row["next_run_at"] = run_at if row["status"] == RETRYING else None
@@ -172,14 +187,19 @@ def dead_select() -> Select[Any]:
 
 
 def dead(
-    engine: Engine, *, task: str | None = None, limit: int | None = None
+    engine: Engine,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
 ) -> list[dict[str, Any]]:
     """The dead-letter queue, most recently dead first."""
     stmt = (
         dead_select().where(_T.c.status == DEAD).order_by(_T.c.finished_at.desc(), _T.c.id.desc())
     )
     with engine.connect() as conn:
-        return as_dicts(conn, _narrowed(stmt, task, limit))
+        return as_dicts(conn, _narrowed(stmt, task, limit, queue=queue, offset=offset))
 
 
 @dataclass(frozen=True)
@@ -218,7 +238,11 @@ def show(engine: Engine, task_id: int) -> TaskDetail:
         _T.c.last_error,
         _T.c.last_traceback,
         _T.c.payload,
+        _T.c.parent_id,
+        _T.c.result,
     ).where(_T.c.id == task_id)
+    # The follow-ups its success enqueued (ctx.enqueue), served by ix_tickrun_tasks_parent.
+    children_stmt = select(_T.c.id).where(_T.c.parent_id == task_id).order_by(_T.c.id)
     history_stmt = (
         select(
             _A.c.attempt,
@@ -237,7 +261,10 @@ def show(engine: Engine, task_id: int) -> TaskDetail:
         if not found:
             raise NotFound(f"no task with id {task_id}")
         history = as_dicts(conn, history_stmt)
+        children = list(conn.execute(children_stmt).scalars())
     fields = found[0]
+    fields["result"] = decode_result(fields["result"])
+    fields["children"] = children
     # A payload written by something other than tickrun is shown as it is.
     with contextlib.suppress(ValueError):
         fields["payload"] = json.loads(fields["payload"])

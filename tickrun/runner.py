@@ -5,6 +5,10 @@ threads, records their outcomes in batches, and renews the leases of everything 
 outcome not yet recorded when the run dies means the task runs again after its lease (at least
 once); the claim token fences every write, so a late run cannot overwrite a newer claim.
 This is the only place handler errors are caught.
+
+A handler that called ``ctx.connection()`` is the exception to batching: its own writes are in
+a transaction of its worker thread, so that thread records the success there (fenced by the
+claim, with the follow-ups) and commits, and hands the main thread an outcome already written.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,7 +33,7 @@ from tickrun import clock, store
 from tickrun.database import describe_db_error
 from tickrun.delivery import Deliverer
 from tickrun.errors import DatabaseError
-from tickrun.execution import ChildPool, Result, invoke, make_context
+from tickrun.execution import ChildPool, OutcomeTransaction, Result, invoke, make_context
 from tickrun.failures import describe
 from tickrun.leases import LeaseGuard
 from tickrun.lifecycle import DEAD, RETRYING, SUCCEEDED, Outcome, after_failure
@@ -411,6 +415,8 @@ class Runner:
             if self._guard.cut_off.is_set():
                 continue  # a host cut off from the database starts nothing more
             spec = self.app.tasks[task.name]
+            # Only handlers in this process can share a transaction with the run's commit.
+            tx = OutcomeTransaction(self.engine) if spec.timeout is None else None
             ctx = make_context(
                 spec,
                 task.id,
@@ -421,6 +427,8 @@ class Runner:
                 functools.partial(self._guard.is_lost, task.id),
                 claimed_at=task.started_at,
                 group=task.group,
+                app=self.app,
+                transaction=tx,
             )
             began = clock.now()
             try:
@@ -431,7 +439,53 @@ class Runner:
             except Exception as exc:  # a worker thread that died would leave the run waiting
                 error, trace = describe(exc)
                 result = Result("error", error=error, traceback=trace)
-            self._results.put(replace(self._outcome(task, result), started_at=began))
+            ended = replace(self._outcome(task, result), started_at=began)
+            if tx is not None:
+                ended = self._commit_own(tx, ended)
+            self._results.put(ended)
+
+    def _commit_own(self, tx: OutcomeTransaction, ended: store.Ended) -> store.Ended:
+        """For a handler that used ``ctx.connection()``: record its success in that
+        transaction and commit, or roll its writes back (it failed, or lost its claim)."""
+        try:
+            if tx.conn is None or ended.status != SUCCEEDED:
+                return ended  # nothing of the handler's to keep; the batch records a failure
+            if not tx.intact:
+                misuse = Result(
+                    "error",
+                    error="the handler committed or rolled back ctx.connection()'s "
+                    "transaction itself; tickrun commits it with the success",
+                )
+                return replace(self._outcome(ended.task, misuse), started_at=ended.started_at)
+            if not store.record_success(tx.conn, ended, now=clock.now(), worker=self.worker):
+                return replace(ended, committed=False)
+            tx.commit()
+            return replace(ended, committed=True)
+        except SQLAlchemyError as exc:
+            # Whether a failed COMMIT took effect is unknown: the failure recorded by the batch
+            # is fenced, so it is written only if the success was not.
+            error, trace = describe(exc)
+            failed = self._outcome(
+                ended.task,
+                Result("error", error=f"recording the success failed: {error}", traceback=trace),
+            )
+            return replace(failed, started_at=ended.started_at)
+        finally:
+            tx.close()
+
+    def _followup_row(self, task: store.Claimed, request: dict[str, Any]) -> dict[str, Any]:
+        """The row of a ``ctx.enqueue`` request, checked again here: a child process sends its
+        requests as JSON, and nothing from a pipe is inserted unchecked."""
+        row = self.app.task_row(
+            request["task"],
+            request["payload"],
+            key=request["key"],
+            run_at=datetime.fromisoformat(request["run_at"]),
+            queue=request["queue"],
+            priority=request["priority"],
+        )
+        row["parent_id"] = task.id
+        return row
 
     def _child_pool(self) -> ChildPool:
         if self._children is None:
@@ -441,7 +495,15 @@ class Runner:
     def _outcome(self, task: store.Claimed, result: Result) -> store.Ended:
         now = clock.now()
         if result.kind == "ok":
-            return store.Ended(task, Outcome.SUCCEEDED, SUCCEEDED, now)
+            try:
+                rows = tuple(self._followup_row(task, f) for f in result.followups)
+            except Exception as exc:  # noqa: BLE001 - a request that no longer checks out
+                error, trace = describe(exc)
+                result = Result("error", error=f"follow-up task: {error}", traceback=trace)
+            else:
+                return store.Ended(
+                    task, Outcome.SUCCEEDED, SUCCEEDED, now, result=result.value, followups=rows
+                )
         spec = self.app.tasks[task.name]
         outcome = _OUTCOMES[result.kind]
         status = after_failure(task.attempt, task.max_attempts, final=result.kind == "fail")
@@ -458,13 +520,11 @@ class Runner:
     # -- recording ----------------------------------------------------------------------
 
     def _record(self, outcomes: list[store.Ended]) -> None:
+        batch = [o for o in outcomes if o.committed is None]
         written = store.record(
-            self.engine,
-            outcomes,
-            now=clock.now(),
-            worker=self.worker,
-            alerts=self._alert_targets,
+            self.engine, batch, now=clock.now(), worker=self.worker, alerts=self._alert_targets
         )
+        written |= {o.task.id for o in outcomes if o.committed}
         if any(o.status == DEAD and o.task.id in written for o in outcomes):
             self._deliverer.wake()
         self._guard.release(o.task.id for o in outcomes)

@@ -161,6 +161,11 @@ tasks = Table(
     Column("group_key", String(255), nullable=True),
     Column("group_limit", Integer, nullable=True),
     Column("group_order", String(8), nullable=True),
+    # The handler's return value as JSON, at most MAX_RESULT_BYTES (tickrun.failures): set when
+    # the task succeeds, kept as long as the row is (prune deletes both).
+    Column("result", BoundedText(), nullable=True),
+    # The task whose successful attempt enqueued this one (ctx.enqueue); NULL for the rest.
+    Column("parent_id", BigInteger, nullable=True),
     UniqueConstraint("key", name="uq_tickrun_tasks_key"),
 )
 
@@ -181,6 +186,7 @@ Index("ix_tickrun_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
 Index("ix_tickrun_tasks_schedule", tasks.c.schedule, tasks.c.status)
 # A group's tasks in enqueue order: the claim looks for an unfinished earlier one.
 group_index = Index("ix_tickrun_tasks_group", tasks.c.group_key, tasks.c.id)
+Index("ix_tickrun_tasks_parent", tasks.c.parent_id)  # `tickrun show`: a task's children
 
 attempts = Table(
     "tickrun_attempts",

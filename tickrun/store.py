@@ -98,6 +98,11 @@ class Ended:
     error: str | None = None
     traceback: str | None = None
     started_at: datetime | None = None  # when the handler began; the claim time if it never did
+    result: str | None = None  # succeeded: the return value as JSON text
+    followups: tuple[dict[str, Any], ...] = ()  # succeeded: task rows inserted with the success
+    # None: for record() to write. True / False: the worker thread already committed it in the
+    # handler's own transaction (ctx.connection) / found its claim taken over and rolled back.
+    committed: bool | None = None
 
 
 def insert_tasks(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, bool]]:
@@ -315,15 +320,7 @@ def record(
     t = tasks
     with engine.begin() as conn:
         mine = [by_id[c.id] for c in _owned(conn, (o.task for o in outcomes))]
-        done = [o.task.id for o in mine if o.status == SUCCEEDED]
-        if done:
-            conn.execute(update(t).where(t.c.id.in_(done)).values(left_running(SUCCEEDED, now)))
-        # Kept on the schedule, not only on task rows, so `check --stale` survives pruning.
-        fresh = {o.task.schedule for o in mine if o.status == SUCCEEDED and o.task.schedule}
-        if fresh:
-            conn.execute(
-                update(schedules).where(schedules.c.name.in_(fresh)).values(last_success_at=now)
-            )
+        _succeed(conn, [o for o in mine if o.status == SUCCEEDED], now)
         failed = [o for o in mine if o.status != SUCCEEDED]
         if failed:
             rows = [
@@ -347,24 +344,69 @@ def record(
             _write_alerts(
                 conn, alerts, [_dead(o, o.error, now) for o in failed if o.status == DEAD], now
             )
-        if mine:
-            conn.execute(
-                insert(attempts),
-                [
-                    {
-                        "task_id": o.task.id,
-                        "attempt": o.task.attempt,
-                        "started_at": o.started_at or o.task.started_at,
-                        "finished_at": o.finished_at,
-                        "worker": worker,
-                        "outcome": o.outcome,
-                        "error": o.error,
-                        "traceback": o.traceback,
-                    }
-                    for o in mine
-                ],
-            )
+        _history(conn, mine, worker)
     return {o.task.id for o in mine}
+
+
+def record_success(conn: Connection, outcome: Ended, *, now: datetime, worker: str) -> bool:
+    """Write one succeeded attempt in the caller's open transaction, fenced like ``record``:
+    the transaction ``ctx.connection()`` gave the handler, so its writes commit with the
+    success. False when the claim was taken over: the caller must roll back."""
+    if not _owned(conn, [outcome.task]):
+        return False
+    _succeed(conn, [outcome], now)
+    _history(conn, [outcome], worker)
+    return True
+
+
+def _succeed(conn: Connection, done: Sequence[Ended], now: datetime) -> None:
+    """The writes of succeeded attempts still under their claim: status, result, follow-ups."""
+    if not done:
+        return
+    t = tasks
+    conn.execute(
+        update(t).where(t.c.id.in_([o.task.id for o in done])).values(left_running(SUCCEEDED, now))
+    )
+    valued = [o for o in done if o.result is not None]
+    if valued:
+        conn.execute(
+            update(t).where(t.c.id == bindparam("b_id")).values(result=bindparam("b_result")),
+            [{"b_id": o.task.id, "b_result": o.result} for o in valued],
+        )
+    # Keyed (by parent, attempt and call, unless the handler chose a key), so each follow-up
+    # is inserted one at a time and never twice. Only this transaction inserts them: an
+    # attempt that fails, times out or dies leaves none.
+    for o in done:
+        for row in o.followups:
+            insert_tasks(conn, [row])
+    # Kept on the schedule, not only on task rows, so `check --stale` survives pruning.
+    fresh = {o.task.schedule for o in done if o.task.schedule}
+    if fresh:
+        conn.execute(
+            update(schedules).where(schedules.c.name.in_(fresh)).values(last_success_at=now)
+        )
+
+
+def _history(conn: Connection, ended: Sequence[Ended], worker: str) -> None:
+    """One attempt row per outcome written."""
+    if not ended:
+        return
+    conn.execute(
+        insert(attempts),
+        [
+            {
+                "task_id": o.task.id,
+                "attempt": o.task.attempt,
+                "started_at": o.started_at or o.task.started_at,
+                "finished_at": o.finished_at,
+                "worker": worker,
+                "outcome": o.outcome,
+                "error": o.error,
+                "traceback": o.traceback,
+            }
+            for o in ended
+        ],
+    )
 
 
 def _dead(task: Any, error: str | None, now: datetime) -> dict[str, Any]:

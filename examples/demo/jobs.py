@@ -10,6 +10,9 @@ at-least-once, so every handler is idempotent: running one twice rewrites the sa
 - ``charge_card`` meets a declined card and raises ``Fail``: straight to the dead-letter queue.
 - ``import_feed`` raises on every attempt and is dead once its 2 attempts are used up.
 - ``weekly_digest`` runs on a cron schedule, Mondays at 09:00 Paris time.
+- ``export_orders`` writes a CSV, returns where it is (its result, which
+  ``status_endpoint.py`` serves as JSON) and enqueues ``send_export_email`` as a follow-up,
+  committed only with the export's success: a chain of two steps.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tickrun import App, Fail, Retry, TaskContext
 
@@ -95,3 +99,21 @@ def import_feed(url: str) -> None:
 def weekly_digest(ctx: TaskContext) -> None:
     week = (ctx.scheduled_for or datetime.now(UTC)).strftime("%G-W%V")
     _write(OUT / "digests" / f"{week}.txt", f"digest for {week}\n")
+
+
+@app.task(context=True, max_attempts=3)
+def export_orders(ctx: TaskContext, user_id: int) -> dict[str, Any]:
+    rows = [(1001, "49.99"), (1002, "12.50")]
+    csv = "order_id,amount\n" + "".join(f"{order},{amount}\n" for order, amount in rows)
+    path = _write(OUT / "exports" / f"orders-{user_id}.csv", csv)
+    # The next step exists only once this one succeeded, and then exactly once.
+    ctx.enqueue("send_export_email", {"user_id": user_id}, key=f"export-email:{user_id}")
+    return {"path": str(path.relative_to(HERE)), "rows": len(rows)}
+
+
+@app.task
+def send_export_email(user_id: int) -> None:
+    _write(
+        OUT / "outbox" / f"export-{user_id}.eml",
+        f"To: user {user_id}\nSubject: Your export is ready\n\nout/exports/orders-{user_id}.csv\n",
+    )

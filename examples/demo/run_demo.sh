@@ -80,6 +80,10 @@ enqueue NOTIFY notify_partner --payload '{"order_id": 1001}'
 enqueue FEED import_feed --payload '{"url": "https://supplier.example/feed.csv"}'
 enqueue LATER send_welcome_email --payload '{"user_id": 43, "email": "linus@example.com"}' \
     --in 1h
+# A task with a result and a follow-up step; the web app asks for it by its key.
+enqueue EXPORT export_orders --payload '{"user_id": 42}' --key export:42
+# What the user's page sees before any run: pending (status_endpoint.py serves this as JSON).
+step 0 "$PYTHON" status_endpoint.py --print export:42
 # Transactional enqueue from Python: the task commits with the user's row, or not at all.
 step 0 "$PYTHON" signup.py 7 ada@example.com
 step 0 "$PYTHON" signup.py 8 bob@example.com --fail
@@ -102,6 +106,10 @@ step 0 tickrun due
 step 0 tickrun failures
 step 0 tickrun dlq
 step 0 tickrun show "$NOTIFY"
+# The export's result, and its follow-up (children); the page now says where the file is.
+step 0 tickrun show "$EXPORT"
+step 0 "$PYTHON" status_endpoint.py --print export:42
+step 0 "$PYTHON" status_endpoint.py --print export-email:42
 step 0 tickrun stats
 step 0 tickrun schedules
 # For monitoring (cron it every few minutes): one line per problem, and exit code 1, here

@@ -73,7 +73,7 @@ DUE_COLUMNS = [
     Column("run_at"),
     Column("attempts", "tries", value=lambda r: f"{r['attempts']}/{r['max_attempts']}"),
     Column("key", shrink=6),
-    Column("group", shrink=6),
+    Column("group", shrink=12),
     Column("held"),  # the reason people look: never shortened
 ]
 
@@ -133,12 +133,18 @@ def since_option(help_text: str) -> Callable[[_F], _F]:
 @cli.command()
 @since_option("How far back.")
 @click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N attempts.")
 @formats
 @common
 @pass_ctx
 def failures(
-    ctx: Context, since: float, task_name: str | None, limit: int | None, fmt: str
+    ctx: Context,
+    since: float,
+    task_name: str | None,
+    queue: str | None,
+    limit: int | None,
+    fmt: str,
 ) -> None:
     """Failed attempts (failed, retry, timeout, lost lease, interrupted), newest first.
 
@@ -148,7 +154,9 @@ def failures(
     from tickrun.output import render
 
     now = clock.now()
-    rows = listings.failures(ctx.engine(), now, since=since, task=task_name, limit=limit)
+    rows = listings.failures(
+        ctx.engine(), now, since=since, task=task_name, queue=queue, limit=limit
+    )
     columns = [
         Column("id", align="right"),
         Column("task", shrink=10, shrink_last=True),
@@ -163,11 +171,14 @@ def failures(
 
 @cli.group(invoke_without_command=True)
 @click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
 @common
 @pass_ctx
-def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> None:
+def dlq(
+    ctx: Context, task_name: str | None, queue: str | None, limit: int | None, fmt: str
+) -> None:
     """The dead-letter queue: tasks that ran out of attempts or raised Fail, newest first.
 
     Example: tickrun dlq --task send_welcome_email
@@ -176,11 +187,11 @@ def dlq(ctx: Context, task_name: str | None, limit: int | None, fmt: str) -> Non
     from tickrun.output import render
 
     if click.get_current_context().invoked_subcommand is not None:
-        if task_name is not None or limit is not None:
+        if task_name is not None or queue is not None or limit is not None:
             # `tickrun dlq --task X purge` must not purge every task's dead rows.
             raise UsageError("put --task after the subcommand, e.g. tickrun dlq purge --task NAME")
         return
-    rows = listings.dead(ctx.engine(), task=task_name, limit=limit)
+    rows = listings.dead(ctx.engine(), task=task_name, queue=queue, limit=limit)
     click.echo(
         render(rows, listings.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
     )
@@ -259,7 +270,9 @@ def _report(moved: Moved, verb: str, done: str, how: str, dry_run: bool) -> None
 @common
 @pass_ctx
 def show(ctx: Context, task_id: int, fmt: str) -> None:
-    """One task: every field, its payload, each attempt, and the last failure's traceback.
+    """One task: every field, its payload, its result, each attempt, and the last failure's
+    traceback. parent_id is the task whose success enqueued this one (ctx.enqueue); children
+    are the tasks this one's success enqueued.
 
     Example: tickrun show 812 --json
     """
@@ -271,9 +284,10 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
         obj = detail.as_json()
         if fmt == "csv":
             obj = {
-                k: json.dumps(v, default=str) if k in ("payload", "history") else v
+                k: json.dumps(v, default=str) if k in ("payload", "history", "result") else v
                 for k, v in obj.items()
             }
+            obj["children"] = " ".join(str(i) for i in obj["children"])
         click.echo(render_one(obj, fmt))
         return
     click.echo(_show_table(detail))
@@ -282,9 +296,14 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
 def _show_table(detail: TaskDetail) -> str:
     from tickrun.output import fitted_table, render_one
 
-    fields = {k: v for k, v in detail.fields.items() if k not in ("payload", "last_traceback")}
+    hidden = ("payload", "last_traceback", "result", "children")
+    fields = {k: v for k, v in detail.fields.items() if k not in hidden}
+    # The follow-ups this task's success enqueued (ctx.enqueue): `tickrun show ID` on each.
+    fields["children"] = _ids(detail.fields["children"]) or None
     parts = [render_one(fields, "table")]
     parts.append("payload:\n" + json.dumps(detail.fields["payload"], indent=2, sort_keys=True))
+    if detail.fields["result"] is not None:
+        parts.append("result:\n" + json.dumps(detail.fields["result"], indent=2, sort_keys=True))
     columns = [
         Column("attempt", "#", align="right"),
         Column("started_at", "started", value=lambda h: _long_time(h["started_at"])),
