@@ -15,18 +15,18 @@ PACKAGE = ROOT / "tickrun"
 
 # Lowest first; a module may import modules of its own layer or below it.
 LAYERS: list[set[str]] = [
-    {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output"},
-    {"schema", "config", "leases", "specs", "flow"},
+    {"errors", "clock", "backoff", "durations", "cron", "lifecycle", "failures", "output", "logs"},
+    {"schema", "config", "leases", "specs", "flow", "notify"},
     {"dialects"},
-    {"database", "migrations", "store", "gate", "status"},
+    {"database", "migrations", "store", "gate", "status", "outbox"},
     {"app"},
-    {"scheduler", "loader"},
+    {"scheduler", "loader", "delivery"},
     {"execution"},
     {"runner"},
-    {"listings", "health", "doctor", "maintenance", "activity"},
+    {"listings", "health", "doctor", "maintenance", "activity", "metrics"},
     {"web", "web.present", "web.security", "web.gate", "web.serve", "web.app"},
     {"cli", "cli.base", "cli.core", "cli.inspect", "cli.runs", "cli.schedules", "cli.web"}
-    | {"__init__", "__main__"},
+    | {"cli.monitoring", "__init__", "__main__"},
 ]
 
 

@@ -30,11 +30,31 @@ class App:
     """The registry of an application's task handlers and schedules.
 
     ``database_url`` is used when nothing more specific (``--db``, ``TICKRUN_DATABASE_URL``,
-    ``[tool.tickrun]``) names a database.
+    ``[tool.tickrun]``) names a database; the ``alert_*`` options likewise, where alerts about
+    dead tasks go (``TICKRUN_ALERT_*`` and ``[tool.tickrun] alert_*`` win over them).
     """
 
-    def __init__(self, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        alert_webhook: str | None = None,
+        alert_format: str | None = None,
+        alert_command: str | list[str] | None = None,
+        alert_timeout: float | str | None = None,
+    ) -> None:
         self.database_url = database_url
+        self.alert_settings: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("alert_webhook", alert_webhook),
+                ("alert_format", alert_format),
+                ("alert_command", alert_command),
+                ("alert_timeout", alert_timeout),
+            )
+            if value is not None
+        }
+        self.dead_hooks: list[Callable[[dict[str, Any]], Any]] = []
         self.tasks: dict[str, TaskSpec] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
         self.queues: dict[str, Limit] = {}  # queue name -> its limits
@@ -164,6 +184,15 @@ class App:
             return func
 
         return decorate
+
+    def on_dead(self, fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+        """Call ``fn(alert)`` when a task becomes dead: ``alert`` is the webhook's JSON document
+        as a dict. Called by a run, at least once per dead task (again after a run died before
+        the call returned, or when it raised: exceptions are logged, never fatal)."""
+        if not callable(fn):
+            raise ConfigError("@app.on_dead takes a function of one argument (the alert)")
+        self.dead_hooks.append(fn)
+        return fn
 
     # -- database -----------------------------------------------------------------------
 

@@ -35,14 +35,28 @@ def pyproject_settings(path: str = "pyproject.toml") -> dict[str, Any]:
 
 
 def _resolve(flag: str | None, env: str, key: str) -> Setting | None:
+    return resolve_setting(flag, env, key)
+
+
+def resolve_setting(
+    flag: str | None, env: str, key: str, allow: tuple[type, ...] = (str,)
+) -> Setting | None:
+    """One setting: ``flag`` > environment ``env`` > ``key`` in ``[tool.tickrun]``; None when
+    none sets it. A pyproject value must be of an ``allow`` type (a list: of strings)."""
     if flag:
         return Setting(flag, "flag")
     if os.environ.get(env):
         return Setting(os.environ[env], f"environment variable {env}")
     value = pyproject_settings().get(key)
     if value is not None:
-        if not isinstance(value, str):
-            raise ConfigError(f"[tool.tickrun] {key} in pyproject.toml must be a string")
+        ok = isinstance(value, allow) and not isinstance(value, bool)
+        if isinstance(value, list):
+            ok = list in allow and all(isinstance(v, str) for v in value)
+        if not ok:
+            kinds = " or ".join(
+                "a list of strings" if t is list else f"a {t.__name__}" for t in allow
+            )
+            raise ConfigError(f"[tool.tickrun] {key} in pyproject.toml must be {kinds}")
         return Setting(value, "pyproject.toml")
     return None
 

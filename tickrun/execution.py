@@ -256,8 +256,9 @@ def make_context(
 class ChildPool:
     """Child processes that run handlers with a timeout; one is killed when it overruns."""
 
-    def __init__(self, app_ref: str) -> None:
+    def __init__(self, app_ref: str, log_format: str = "text") -> None:
         self._app_ref = app_ref
+        self._log_format = log_format  # the run's, so a child's handler lines look the same
         self._idle: list[tuple[BaseProcess, Pipe]] = []
         self._busy: set[BaseProcess] = set()
         self._lock = threading.Lock()
@@ -319,7 +320,9 @@ class ChildPool:
         ctx = multiprocessing.get_context("spawn")
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(
-            target=_child_main, args=(child_end, self._app_ref, os.getpid()), daemon=True
+            target=_child_main,
+            args=(child_end, self._app_ref, os.getpid(), self._log_format),
+            daemon=True,
         )
         proc.start()
         child_end.close()
@@ -357,12 +360,17 @@ class ChildStartError(Exception):
     pass
 
 
-def _child_main(conn: Pipe, app_ref: str, parent_pid: int) -> None:
+def _child_main(conn: Pipe, app_ref: str, parent_pid: int, log_format: str = "text") -> None:
     # The run decides when a child stops (timeout, end of grace); Ctrl-C and a service
     # manager's SIGTERM to the whole group must not cut a handler short behind its back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    from tickrun import logs
+
+    # The run's --log-format: a handler's ctx.logger lines look the same whether it runs in
+    # the run's thread or in this child.
+    logs.setup(log_format)
     try:
         from tickrun.loader import load_app
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Select, delete, func, select
 from sqlalchemy.engine import Connection
 
-from tickrun import dialects, gate, store
+from tickrun import dialects, gate, outbox, store
 from tickrun.errors import NotFound
 from tickrun.lifecycle import DEAD, FINISHED, WAITING
 from tickrun.listings import as_dicts, dead_select
@@ -142,7 +142,7 @@ def cancel(engine: Engine, now: datetime, ids: Sequence[int]) -> Moved:
 
 def prune(engine: Engine, now: datetime, *, older_than: float, dry_run: bool = False) -> int:
     """Delete succeeded and cancelled tasks finished more than ``older_than`` seconds ago, and
-    their attempts; returns how many tasks.
+    their attempts, and alerts delivered that long ago; returns how many tasks.
 
     The lock rows of per-key limits created before then go too (claims recreate them).
     Finished rows never change again, so batches commit one by one: a large prune neither holds
@@ -160,6 +160,8 @@ def prune(engine: Engine, now: datetime, *, older_than: float, dry_run: bool = F
             )
             if not ids:
                 gate.forget_groups(conn, now - timedelta(seconds=older_than))
-                return total
+                break
             conn.execute(delete(_A).where(_A.c.task_id.in_(ids)))
             total += conn.execute(delete(_T).where(_T.c.id.in_(ids), *where)).rowcount
+    outbox.prune_delivered(engine, now - timedelta(seconds=older_than), CHUNK)
+    return total

@@ -31,17 +31,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tickrun import clock, store
 from tickrun.database import describe_db_error
+from tickrun.delivery import Deliverer
 from tickrun.errors import DatabaseError
 from tickrun.execution import ChildPool, OutcomeTransaction, Result, invoke, make_context
 from tickrun.failures import describe
 from tickrun.leases import LeaseGuard
 from tickrun.lifecycle import DEAD, RETRYING, SUCCEEDED, Outcome, after_failure
 from tickrun.loader import import_ref
+from tickrun.notify import Targets, resolve_targets
 
 if TYPE_CHECKING:
     from tickrun.app import App
 
 log = logging.getLogger("tickrun")
+# Attempt and run events, with their fields in ``extra`` (tickrun.logs renders them as JSON).
+events = logging.getLogger("tickrun.run")
 
 FAIL_ON = ("dead", "failure", "never")
 _OUTCOMES = {
@@ -70,6 +74,11 @@ class RunOptions:
     # Leave the process when a lost lease's handler may still run as the lease expires (see
     # tickrun.leases): right for the tickrun program, never for a caller's own process.
     exit_on_lease_loss: bool = False
+    # Where alerts about dead tasks go; None: as configured (TICKRUN_ALERT_*, [tool.tickrun],
+    # App(alert_...=), @app.on_dead).
+    alerts: Targets | None = None
+    alert_budget: float = 30.0  # seconds the end of a run may spend delivering alerts
+    log_format: str = "text"  # of child processes' logging (tickrun.logs); the run's is the CLI's
 
 
 @dataclass
@@ -88,6 +97,8 @@ class RunSummary:
     elapsed: float = 0.0
     exit_code: int = 0
     stale: int = 0  # outcomes not written because the claim had been taken over
+    alerts_sent: int = 0
+    alerts_failed: int = 0  # failed deliveries (retried by later runs)
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -98,6 +109,8 @@ class RunSummary:
                 (self.lost, "lost leases"),
                 (self.released, "released"),
                 (self.stale, "stale outcomes"),
+                (self.alerts_sent, "alerts sent"),
+                (self.alerts_failed, "alert deliveries failed"),
             )
             if n
         )
@@ -137,6 +150,14 @@ class Runner:
         self._children: ChildPool | None = None
         self._guard = LeaseGuard(exit_process=options.exit_on_lease_loss)
         self._mean_duration: float | None = None  # of recent attempts, seconds (moving average)
+        # Checked here, before anything is written: a bad URL or format is an error at start.
+        self.targets = (
+            options.alerts
+            if options.alerts is not None
+            else resolve_targets(app.alert_settings, hook=bool(app.dead_hooks))
+        )
+        self._alert_targets = self.targets.names
+        self._deliverer = Deliverer(engine, app, self.targets)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -157,6 +178,7 @@ class Runner:
                 now=clock.now(),
             )
             store.register_limits(self.engine, self.limits, clock.now())
+            self._deliverer.start()  # alerts earlier runs could not deliver go first
             self.summary.scheduled = self._enqueue_schedules()
             self._guard.start()
             for thread in threads:
@@ -170,6 +192,10 @@ class Runner:
             if self._children is not None:
                 self._children.close()
             self._guard.stop()
+            # Before the signal handlers go back: a second Ctrl-C still shortens the run.
+            budget = self._alert_budget(failure is not None)
+            report = self._deliverer.stop(budget)
+            self.summary.alerts_sent, self.summary.alerts_failed = report.delivered, report.failed
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         self.summary.elapsed = time.monotonic() - began
@@ -198,6 +224,24 @@ class Runner:
             raise describe_db_error(
                 exc, self.engine.url.render_as_string(hide_password=False)
             ) from None
+        events.info(
+            self.summary.line(),
+            extra={
+                "event": "run",
+                "run_id": self.summary.run_id,
+                "worker": self.worker,
+                "claimed": self.summary.claimed,
+                "succeeded": self.summary.succeeded,
+                "retried": self.summary.retried,
+                "dead": self.summary.dead,
+                "failed": self.summary.failed,
+                "lost": self.summary.lost,
+                "duration_s": round(self.summary.elapsed, 3),
+                "exit_code": self.summary.exit_code,
+                "alerts_sent": self.summary.alerts_sent,
+                "alerts_failed": self.summary.alerts_failed,
+            },
+        )
         return self.summary
 
     def _loop(self, began: float) -> None:
@@ -301,6 +345,7 @@ class Runner:
             now=clock.now(),
             limits=self.limits,
             flow_cap=self._idle_workers(unrecorded) if self._flow else None,
+            alerts=self._alert_targets,
         )
         self._wake_at = batch.wake_at
         self.summary.claimed += len(batch.tasks)
@@ -311,8 +356,34 @@ class Runner:
         for task in batch.tasks:
             self._held[task.id] = task
             self._jobs.put(task)
+        for lost in batch.lost_attempts:
+            fields = {
+                "task_id": lost.id,
+                "task": lost.name,
+                "attempt": lost.attempt,
+                "worker": lost.worker,
+                "outcome": Outcome.LOST.value,
+                "error": store.LEASE_EXPIRED.format(worker=lost.worker),
+            }
+            if lost.dead:
+                events.error(
+                    "task %d %s: attempt %d lost (lease expired), now dead",
+                    lost.id,
+                    lost.name,
+                    lost.attempt,
+                    extra={"event": "dead", **fields},
+                )
+            else:
+                events.warning(
+                    "task %d %s: attempt %d lost (lease of worker %s expired), running again",
+                    lost.id,
+                    lost.name,
+                    lost.attempt,
+                    lost.worker,
+                    extra={"event": "lost", **fields},
+                )
         if batch.dead:
-            log.warning("%d task(s) dead: their last attempt's lease expired", batch.dead)
+            self._deliverer.wake()
         return batch.exhausted(want)
 
     def _idle_workers(self, unrecorded: int) -> int:
@@ -418,7 +489,7 @@ class Runner:
 
     def _child_pool(self) -> ChildPool:
         if self._children is None:
-            self._children = ChildPool(import_ref(self.app))
+            self._children = ChildPool(import_ref(self.app), self.options.log_format)
         return self._children
 
     def _outcome(self, task: store.Claimed, result: Result) -> store.Ended:
@@ -450,8 +521,12 @@ class Runner:
 
     def _record(self, outcomes: list[store.Ended]) -> None:
         batch = [o for o in outcomes if o.committed is None]
-        written = store.record(self.engine, batch, now=clock.now(), worker=self.worker)
+        written = store.record(
+            self.engine, batch, now=clock.now(), worker=self.worker, alerts=self._alert_targets
+        )
         written |= {o.task.id for o in outcomes if o.committed}
+        if any(o.status == DEAD and o.task.id in written for o in outcomes):
+            self._deliverer.wake()
         self._guard.release(o.task.id for o in outcomes)
         for o in outcomes:
             if o.started_at is not None:
@@ -473,19 +548,21 @@ class Runner:
                 self.summary.succeeded += 1
                 continue
             self.summary.failed += 1
+            fields = self._fields(o)
             if o.status == DEAD:
                 self.summary.dead += 1
-                log.warning(
+                events.error(
                     "task %d %s: attempt %d/%d failed, now dead: %s",
                     o.task.id,
                     o.task.name,
                     o.task.attempt,
                     o.task.max_attempts,
                     o.error,
+                    extra={"event": "dead", **fields},
                 )
             else:
                 self.summary.retried += 1
-                log.warning(
+                events.warning(
                     "task %d %s: attempt %d/%d %s, retry at %s: %s",
                     o.task.id,
                     o.task.name,
@@ -494,7 +571,24 @@ class Runner:
                     o.outcome,
                     o.run_at.isoformat(timespec="seconds") if o.run_at else "?",
                     o.error,
+                    extra={"event": "retrying", **fields},
                 )
+
+    def _fields(self, o: store.Ended) -> dict[str, object]:
+        """An attempt's fields in a log record (the JSON log's keys)."""
+        started = o.started_at or o.task.started_at
+        return {
+            "task_id": o.task.id,
+            "task": o.task.name,
+            "queue": o.task.queue,
+            "attempt": o.task.attempt,
+            "max_attempts": o.task.max_attempts,
+            "worker": self.worker,
+            "outcome": str(o.outcome),
+            "duration_s": round((o.finished_at - started).total_seconds(), 3),
+            "error": o.error,
+            "retry_at": o.run_at.isoformat() if o.run_at else None,
+        }
 
     def _release_unstarted(self) -> None:
         unstarted = []
@@ -541,6 +635,16 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
         return previous
+
+    def _alert_budget(self, failed: bool) -> float:
+        """How long the end of the run may deliver alerts: nothing when the database failed or
+        the run was cut off from it (it must exit before its leases expire), or on a second
+        signal; a few seconds after one signal (a service manager's stop timeout is short)."""
+        if failed or self._guard.cut_off.is_set() or self._signals > 1:
+            return 0.0
+        if self._signals:
+            return min(5.0, self.options.alert_budget)
+        return self.options.alert_budget
 
     def _exit_code(self) -> int:
         fail_on = self.options.fail_on

@@ -260,6 +260,31 @@ schedules = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# The outbox of alerts (dead tasks, and problems `tickrun check --alert` found): a row per alert
+# and target, inserted in the transaction that makes the task dead, so no alert is lost
+# whatever dies after that commit. Delivery claims rows like tasks: ``claimable_at`` is the
+# next attempt (a claim's lease while one is in flight), NULL once delivered; ``claim_token``
+# fences the write of a delivery's result.
+alerts = Table(
+    "tickrun_alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # dead | check
+    Column("target", String(16), nullable=False),  # webhook | command | hook
+    Column("task_id", BigInteger, nullable=True),
+    Column("task", String(200), nullable=True),
+    Column("body", LongText(), nullable=False),  # the alert document, JSON, as of the event
+    Column("status", String(16), nullable=False),  # pending | delivered
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("claimable_at", UTCDateTime, nullable=True),
+    Column("claim_token", String(32), nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("last_error", BoundedText(), nullable=True),
+    Index("ix_tickrun_alerts_claimable", "claimable_at", "id"),
+    Index("ix_tickrun_alerts_status", "status", "created_at"),
+)
+
 
 def apply_ddl_options() -> None:
     """Dialect-specific DDL options, set only when creating tables (``tickrun init``).
@@ -274,7 +299,7 @@ def apply_ddl_options() -> None:
     # (prune, dlq purge) would give their ids to the next ones: a task id passed to a payment
     # API as an idempotency key would then skip a charge. PostgreSQL's sequences and
     # MariaDB's AUTO_INCREMENT (kept across restarts since 10.2.4) never go back.
-    for table in (tasks, runs):
+    for table in (tasks, runs, alerts):
         table.dialect_kwargs["sqlite_autoincrement"] = True
     claim_index.dialect_kwargs["postgresql_where"] = tasks.c.claimable_at.isnot(None)
     claim_index.dialect_kwargs["sqlite_where"] = tasks.c.claimable_at.isnot(None)

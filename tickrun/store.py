@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
-from tickrun import dialects, gate
+from tickrun import dialects, gate, outbox
 from tickrun.flow import Limit
 from tickrun.lifecycle import (
     CANCELLED,
@@ -32,12 +32,14 @@ from tickrun.lifecycle import (
     Status,
     after_failure,
 )
+from tickrun.notify import dead_document
 from tickrun.schema import attempts, runs, schedules, tasks
 
 INSERT_TASK = insert(tasks)
 LEASE_EXPIRED = (
     "lease expired: worker {worker} stopped renewing its claim (killed, hung or cut off)"
 )
+EXHAUSTED = "no attempts left: " + LEASE_EXPIRED.format(worker="(see history)")
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,24 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Lost:
+    """An earlier attempt found with an expired lease (for the run's log)."""
+
+    id: int
+    name: str
+    attempt: int
+    worker: str | None
+    dead: bool  # no attempt was left: the task is now dead
+
+
+@dataclass(frozen=True)
 class ClaimBatch:
     tasks: list[Claimed]
     lost: int  # earlier attempts whose lease expired, recorded as such
     dead: int  # of those, tasks with no attempt left, now dead
     seen: int = 0  # due rows the claim looked at: fewer than asked means none is left
     wake_at: datetime | None = None  # when a full rate window next lets a start in
+    lost_attempts: tuple[Lost, ...] = ()
 
     def exhausted(self, asked: int) -> bool:
         """Nothing more is claimable now: fewer rows were due than asked for, or every one
@@ -167,13 +181,15 @@ def claim(
     now: datetime,
     limits: Sequence[Limit] = (),
     flow_cap: int | None = None,
+    alerts: Sequence[str] = (),
 ) -> ClaimBatch:
     """Atomically claim up to ``limit`` due tasks, in claim order; counts the attempt now.
 
     A due ``running`` row is one whose lease expired: its lost attempt is recorded, and if it
-    has no attempt left it becomes ``dead`` instead of running again. Tasks that ``limits`` or
-    their group hold back are left as they are (tickrun.gate); at most ``flow_cap`` limited
-    tasks are taken.
+    has no attempt left it becomes ``dead`` instead of running again, with an alert row per
+    target in ``alerts`` written in the same transaction. Tasks that ``limits`` or their
+    group hold back are left as they are (tickrun.gate); at most ``flow_cap`` limited tasks
+    are taken.
     """
     t = tasks
     token = uuid.uuid4().hex
@@ -212,9 +228,12 @@ def claim(
                 .where(t.c.id.in_(exhausted))
                 .values(
                     **left_running(DEAD, now),
-                    last_error="no attempts left: " + LEASE_EXPIRED.format(worker="(see history)"),
+                    last_error=EXHAUSTED,
                     last_traceback=None,
                 )
+            )
+            _write_alerts(
+                conn, alerts, [_dead(r, EXHAUSTED, now) for r in rows if r.id in exhausted], now
             )
         gate.log_starts(conn, flow)
         wake_at = gate.rate_held(conn, flow, names) if len(chosen) < limit else None
@@ -253,8 +272,14 @@ def claim(
         )
         for r in chosen
     ]
+    found = tuple(Lost(r.id, r.name, r.attempts, r.worker, r.id in exhausted) for r in lost)
     return ClaimBatch(
-        tasks=claimed, lost=len(lost), dead=len(exhausted), seen=len(rows), wake_at=wake_at
+        tasks=claimed,
+        lost=len(lost),
+        dead=len(exhausted),
+        seen=len(rows),
+        wake_at=wake_at,
+        lost_attempts=found,
     )
 
 
@@ -277,8 +302,18 @@ def _owned(conn: Connection, held: Iterable[Claimed]) -> list[Claimed]:
     return [c for c in held if current.get(c.id) == c.token]
 
 
-def record(engine: Engine, outcomes: Sequence[Ended], *, now: datetime, worker: str) -> set[int]:
-    """Write the outcomes still under their claim, in one transaction; returns their ids."""
+def record(
+    engine: Engine,
+    outcomes: Sequence[Ended],
+    *,
+    now: datetime,
+    worker: str,
+    alerts: Sequence[str] = (),
+) -> set[int]:
+    """Write the outcomes still under their claim, in one transaction; returns their ids.
+
+    A task that becomes dead gets an alert row per target in ``alerts``, in that transaction.
+    """
     if not outcomes:
         return set()
     by_id = {o.task.id: o for o in outcomes}
@@ -305,6 +340,9 @@ def record(engine: Engine, outcomes: Sequence[Ended], *, now: datetime, worker: 
                     {"b_id": o.task.id, **{f"b_{k}": v for k, v in row.items()}}
                     for o, row in zip(failed, rows, strict=True)
                 ],
+            )
+            _write_alerts(
+                conn, alerts, [_dead(o, o.error, now) for o in failed if o.status == DEAD], now
             )
         _history(conn, mine, worker)
     return {o.task.id for o in mine}
@@ -369,6 +407,33 @@ def _history(conn: Connection, ended: Sequence[Ended], worker: str) -> None:
             for o in ended
         ],
     )
+
+
+def _dead(task: Any, error: str | None, now: datetime) -> dict[str, Any]:
+    """The alert document of a task (a claim's row, or an Ended outcome) that became dead."""
+    if isinstance(task, Ended):
+        c = task.task
+        values = (c.id, c.name, c.queue, c.attempt, c.max_attempts, c.key)
+    else:
+        values = (task.id, task.name, task.queue, task.attempts, task.max_attempts, task.key)
+    task_id, name, queue, attempt, max_attempts, key = values
+    return dead_document(
+        task_id=task_id,
+        task=name,
+        queue=queue,
+        attempts=attempt,
+        max_attempts=max_attempts,
+        key=key,
+        error=error,
+        dead_at=now.isoformat(),
+    )
+
+
+def _write_alerts(
+    conn: Connection, targets: Sequence[str], documents: list[dict[str, Any]], now: datetime
+) -> None:
+    """The outbox rows of tasks that became dead, in the transaction that made them dead."""
+    outbox.write(conn, targets, documents, now)
 
 
 def renew(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from datetime import datetime
 from typing import Any
 
 import click
 
 from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.monitoring import Observe, observability
 from tickrun.errors import UsageError
 
 
@@ -128,6 +127,7 @@ def enqueue(
     show_default=True,
     help="On SIGTERM/SIGINT, how long in-flight tasks may finish.",
 )
+@observability
 @common
 @pass_ctx
 def run(
@@ -139,33 +139,43 @@ def run(
     worker: str | None,
     fail_on: str,
     grace: float,
+    observe: Observe,
 ) -> int:
     """Enqueue due schedule occurrences, then claim and run due tasks until none is due.
 
     Exit code 0: no task became dead; 1: one did (see --fail-on); 3: the database failed, or
     the run could not renew its leases in time (it then stops its handlers and exits before
-    the leases expire).
+    the leases expire). Alerts about tasks that became dead are delivered by the run (and by
+    later runs, until they get through); a failed delivery or ping never changes the exit code.
 
     Example: tickrun --app myapp.jobs:app run --max-time 50s --concurrency 4
     """
+    from tickrun.errors import TickrunError
     from tickrun.runner import Runner, RunOptions
 
-    app = ctx.app()
-    assert app is not None
-    engine = ctx.engine()
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
-    options = RunOptions(
-        queues=queues,
-        max_tasks=max_tasks,
-        max_time=max_time,
-        concurrency=concurrency,
-        worker=worker,
-        fail_on=fail_on,
-        grace=grace,
-        exit_on_lease_loss=True,
-    )
-    summary = Runner(app, engine, options).run(install_signals=True)
+    observe.check()
+    observe.start()
+    try:
+        app = ctx.app()
+        assert app is not None
+        engine = ctx.engine()
+        options = RunOptions(
+            queues=queues,
+            max_tasks=max_tasks,
+            max_time=max_time,
+            concurrency=concurrency,
+            worker=worker,
+            fail_on=fail_on,
+            grace=grace,
+            exit_on_lease_loss=True,
+            log_format=observe.log_format,
+        )
+        summary = Runner(app, engine, options).run(install_signals=True)
+    except TickrunError as exc:
+        observe.ping("/fail", f"error: {' '.join(str(exc).split())}")
+        raise
     click.echo(summary.line())
+    observe.finish(engine, summary.exit_code, summary.line())
     return summary.exit_code
 
 

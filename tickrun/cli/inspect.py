@@ -522,6 +522,11 @@ def _stale_bounds(
     callback=_stale_bounds,
     help="A problem when the schedule's last success is older (or it never succeeded). Repeatable.",
 )
+@click.option(
+    "--alert",
+    is_flag=True,
+    help="Also send the problems to the alert targets (webhook, command, @app.on_dead).",
+)
 @common
 @pass_ctx
 def check(
@@ -530,9 +535,10 @@ def check(
     max_due_age: float | None,
     max_silence: float | None,
     stale: dict[str, float],
+    alert: bool,
 ) -> None:
     """Health check for monitoring: one line per problem and exit code 1, else a line of OK
-    and exit code 0.
+    and exit code 0. With --alert, the problems also go to the alert targets, as one alert.
 
     With an application configured, due tasks that none of its handlers claims are a problem.
 
@@ -540,6 +546,10 @@ def check(
     """
     from tickrun import clock, health
 
+    if alert:
+        from tickrun.cli.monitoring import check_targets
+
+        check_targets(ctx)  # a bad or missing target is an error before anything is checked
     engine = ctx.engine()
     app = ctx.app(required=False)
     found = health.check(
@@ -554,6 +564,10 @@ def check(
     )
     for problem in found.problems:
         click.echo(problem)
+    if found.problems and alert:
+        from tickrun.cli.monitoring import alert_problems
+
+        alert_problems(ctx, engine, found.problems, found.summary)
     if found.problems:
         click.get_current_context().exit(1)
     click.echo(f"OK: {found.summary}")
