@@ -523,3 +523,27 @@ def test_prune_forgets_old_group_lock_rows_and_claims_recreate_them(db_url: str)
     assert ids(claim(app, s(7201))) == []  # the running task still holds the key
     finish(app, batch, s(7202))
     assert ids(claim(app, s(7203))) == [second]
+
+
+def test_claims_of_unlimited_tasks_beside_limited_ones_touch_no_limit(db_url: str) -> None:
+    from sqlalchemy import event
+
+    app = new_app(db_url)
+    app.task(name="api", rate="5/s", concurrency=2)(lambda n: None)
+    app.task(name="plain")(lambda n: None)
+    plain = [app.enqueue("plain", {"n": n}, run_at=T0) for n in range(3)]
+    app.enqueue("api", {"n": 0}, run_at=s(5))  # due later: not a candidate now
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(app.engine, "before_cursor_execute", seen)
+    try:
+        assert ids(claim(app, s(1))) == plain
+        assert not any("tickrun_limits" in q or "tickrun_starts" in q for q in statements)
+        statements.clear()
+        assert len(claim(app, s(6)).tasks) == 1  # a limited candidate: now the gate works
+        assert any("tickrun_starts" in q for q in statements)
+    finally:
+        event.remove(app.engine, "before_cursor_execute", seen)

@@ -135,23 +135,31 @@ class Gate:
         return [s for s in (task_scope(row.name), queue_scope(row.queue)) if s in self.defined]
 
 
-def open_gate(
-    conn: Connection,
-    defined: Sequence[Limit],
-    names: Sequence[str],
-    queues: Sequence[str],
-    now: datetime,
+def plan_gate(
+    defined: Sequence[Limit], names: Sequence[str], queues: Sequence[str], now: datetime
 ) -> Gate:
-    """Lock and measure the task and queue limits this claim could touch."""
+    """The task and queue limits this claim could touch, not yet measured (no query)."""
     relevant = {
         limit.scope: limit
         for limit in defined
         if limit.scope in {task_scope(n) for n in names}
         or (limit.scope.startswith("queue:") and (not queues or limit.scope[6:] in queues))
     }
-    gate = Gate(now, relevant)
-    if not relevant:
-        return gate
+    return Gate(now, relevant)
+
+
+def touches(gate: Gate, rows: Sequence[Any]) -> bool:
+    """Whether any of these candidate rows is under a task or queue limit of the claim."""
+    return bool(gate.defined) and any(gate.scopes(r) for r in rows)
+
+
+def measure(conn: Connection, gate: Gate) -> None:
+    """Lock the claim's task and queue limits and measure what room they leave.
+
+    Only a claim whose candidates include a limited task pays for it: claims of unlimited
+    tasks beside limited ones run no statement more than without limits.
+    """
+    relevant, now = gate.defined, gate.now
     _lock(conn, relevant, now)
     t = tasks
     counted = {}
@@ -189,7 +197,6 @@ def open_gate(
             (gate.excluded_names if scope.startswith("task:") else gate.excluded_queues).add(
                 scope.split(":", 1)[1]
             )
-    return gate
 
 
 def _rate_clock(conn: Connection, rated: dict[str, Any], now: datetime) -> datetime:

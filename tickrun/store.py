@@ -194,10 +194,19 @@ def claim(
     t = tasks
     token = uuid.uuid4().hex
     with engine.begin() as conn:
-        flow = gate.open_gate(conn, limits, names, queues, now)
-        now = flow.now  # later than asked when a rate window already holds a later start
-        stmt = due_query(names, queues, limit, now).where(*gate.exclusions(flow, flow_cap))
-        rows = conn.execute(dialects.for_claim(stmt, conn)).all()
+        flow = gate.plan_gate(limits, names, queues, now)
+        stmt = due_query(names, queues, limit, now)
+        rows = conn.execute(
+            dialects.for_claim(stmt.where(*gate.exclusions(flow, flow_cap)), conn)
+        ).all()
+        if gate.touches(flow, rows):
+            gate.measure(conn, flow)
+            now = flow.now  # later than asked when a rate window already holds a later start
+            if flow.excluded_names or flow.excluded_queues:
+                # Full scopes left out, so their held tasks do not fill the LIMIT.
+                rows = conn.execute(
+                    dialects.for_claim(stmt.where(*gate.exclusions(flow, flow_cap)), conn)
+                ).all()
         expired = [r for r in rows if r.status == RUNNING]
         exhausted = {r.id for r in expired if after_failure(r.attempts, r.max_attempts) == DEAD}
         chosen = gate.admit(conn, flow, [r for r in rows if r.id not in exhausted], flow_cap)
