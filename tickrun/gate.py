@@ -118,6 +118,14 @@ class Gate:
     excluded_names: set[str] = field(default_factory=set)
     excluded_queues: set[str] = field(default_factory=set)
     taken_rate: Counter[str] = field(default_factory=Counter)
+    # The limited names and queues, so that a claim of 50 unlimited rows asks two dicts
+    # per row and formats no scope string.
+    limited_names: dict[str, str] = field(init=False, repr=False)
+    limited_queues: dict[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.limited_names = {s[5:]: s for s in self.defined if s.startswith("task:")}
+        self.limited_queues = {s[6:]: s for s in self.defined if s.startswith("queue:")}
 
     @property
     def wake_at(self) -> datetime | None:
@@ -132,7 +140,8 @@ class Gate:
         return min(times, default=None)
 
     def scopes(self, row: Any) -> list[str]:
-        return [s for s in (task_scope(row.name), queue_scope(row.queue)) if s in self.defined]
+        found = (self.limited_names.get(row.name), self.limited_queues.get(row.queue))
+        return [s for s in found if s is not None]
 
 
 def plan_gate(
@@ -150,7 +159,8 @@ def plan_gate(
 
 def touches(gate: Gate, rows: Sequence[Any]) -> bool:
     """Whether any of these candidate rows is under a task or queue limit of the claim."""
-    return bool(gate.defined) and any(gate.scopes(r) for r in rows)
+    names, queues = gate.limited_names, gate.limited_queues
+    return bool(names or queues) and any(r.name in names or r.queue in queues for r in rows)
 
 
 def measure(conn: Connection, gate: Gate) -> None:
@@ -264,6 +274,8 @@ def rate_held(conn: Connection, gate: Gate, names: Sequence[str]) -> datetime | 
 def admit(conn: Connection, gate: Gate, rows: Sequence[Any], cap: int | None) -> list[Any]:
     """The rows, in claim order, that the limits let this claim take."""
     grouped = [r for r in rows if r.group_key is not None]
+    if not grouped and not touches(gate, rows):
+        return list(rows)  # nothing limits these rows: the claim of unlimited tasks
     heads: dict[str, int] = {}
     in_use: dict[str, int] = defaultdict(int)
     t = tasks
