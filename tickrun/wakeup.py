@@ -113,8 +113,8 @@ class ListenWaker(Waker):
         raw = None
         try:
             raw = self._engine.raw_connection()
-            raw.detach()  # held for the worker's life, never returned to the pool
             conn: Any = raw.driver_connection
+            raw.detach()  # held for the worker's life, never returned to the pool
             if not hasattr(conn, "notifies"):
                 self._fallback("the driver is not psycopg 3")
                 raw.close()
