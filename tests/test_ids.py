@@ -236,3 +236,36 @@ def test_init_adds_version_3_columns_and_tables_in_place(db_url: str, project: P
         engine, names=["step"], queues=[], limit=5, worker="w", leases={"step": 60}, now=T0
     )
     assert [c.id for c in batch.tasks] == [first]
+
+
+def test_init_adds_version_4_heartbeat_and_notify_trigger_in_place(
+    db_url: str, project: Path
+) -> None:
+    """A version 3 schema gets the runs' heartbeat column (and on PostgreSQL the trigger that
+    wakes workers) from `tickrun init`, rows kept."""
+    engine = open_engine(db_url)
+    app = new_app(db_url)
+    app.task(name="work")(lambda n: None)
+    kept = app.enqueue("work", {"n": 1})
+    with engine.begin() as conn:
+        postgres = dialects.kind(conn) == "postgresql"
+        if postgres:
+            conn.exec_driver_sql("DROP TRIGGER tickrun_tasks_inserted ON tickrun_tasks")
+            conn.exec_driver_sql("DROP TRIGGER tickrun_tasks_pending ON tickrun_tasks")
+        conn.exec_driver_sql("ALTER TABLE tickrun_runs DROP COLUMN heartbeat_at")
+        conn.execute(update(meta).values(value="3"))
+    engine.dispose()
+
+    result = tickrun("init", cwd=project, db=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "upgraded from version 3" in result.stdout
+    assert "heartbeat_at" in {c["name"] for c in inspect(engine).get_columns("tickrun_runs")}
+    assert newest(engine, tasks.c.id) == kept
+    if postgres:
+        with engine.connect() as conn:
+            names = set(
+                conn.exec_driver_sql(
+                    "SELECT tgname FROM pg_trigger WHERE tgrelid = 'tickrun_tasks'::regclass"
+                ).scalars()
+            )
+        assert {"tickrun_tasks_inserted", "tickrun_tasks_pending"} <= names

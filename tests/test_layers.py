@@ -20,9 +20,10 @@ LAYERS: list[set[str]] = [
     {"dialects"},
     {"database", "migrations", "store", "gate", "status", "outbox"},
     {"app"},
-    {"scheduler", "loader", "delivery"},
+    {"scheduler", "loader", "delivery", "wakeup"},
     {"execution"},
     {"runner"},
+    {"worker"},
     {"listings", "health", "doctor", "maintenance", "activity", "metrics"},
     {"web", "web.present", "web.security", "web.gate", "web.serve", "web.app"},
     {"cli", "cli.base", "cli.core", "cli.inspect", "cli.runs", "cli.schedules", "cli.web"}

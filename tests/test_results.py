@@ -24,7 +24,7 @@ from tickrun.execution import MAX_RESULT_BYTES, encode_result
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, SUCCEEDED
 from tickrun.maintenance import prune
 from tickrun.runner import RunOptions, run
-from tickrun.schema import tasks
+from tickrun.schema import SCHEMA_VERSION, tasks
 
 
 def children(engine: Engine, parent: int) -> list[Any]:
@@ -675,7 +675,7 @@ def test_init_adds_the_result_and_parent_columns_to_a_version_2_database(db_url:
         conn.execute(sql_update_meta(meta).values(value="2"))
     engine.dispose()
     try:
-        assert init_schema(engine) == (2, 3)
+        assert init_schema(engine) == (2, SCHEMA_VERSION)
         columns = {c["name"] for c in inspect(engine).get_columns("tickrun_tasks")}
         assert {"result", "parent_id"} <= columns
         run(app, W)

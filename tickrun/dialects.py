@@ -525,3 +525,40 @@ def sqlite_settings(conn: Connection) -> dict[str, Any] | None:
         "journal_mode": conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
         "busy_timeout_ms": conn.exec_driver_sql("PRAGMA busy_timeout").scalar(),
     }
+
+
+# PostgreSQL wakes `tickrun worker` processes with NOTIFY on this channel. A trigger sends it,
+# so every way a task is written (enqueue, enqueue_many, follow-ups, schedule occurrences, a
+# release or retry making one pending) notifies, and only when its transaction commits.
+NOTIFY_CHANNEL = "tickrun_tasks"
+_NOTIFY_DDL = (
+    "CREATE OR REPLACE FUNCTION tickrun_notify() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', ''); RETURN NULL; END $$",
+    "DROP TRIGGER IF EXISTS tickrun_tasks_inserted ON tickrun_tasks",
+    # Per statement: a batch of 10,000 enqueues sends one notification, not 10,000.
+    "CREATE TRIGGER tickrun_tasks_inserted AFTER INSERT ON tickrun_tasks "
+    "FOR EACH STATEMENT EXECUTE PROCEDURE tickrun_notify()",
+    "DROP TRIGGER IF EXISTS tickrun_tasks_pending ON tickrun_tasks",
+    # Per row but filtered in C by WHEN: claims and outcomes (most updates) never call it.
+    "CREATE TRIGGER tickrun_tasks_pending AFTER UPDATE OF status ON tickrun_tasks FOR EACH ROW "
+    "WHEN (NEW.status = 'pending' AND OLD.status IS DISTINCT FROM 'pending') "
+    "EXECUTE PROCEDURE tickrun_notify()",
+)
+
+
+def install_notify(conn: Connection) -> None:
+    """The NOTIFY trigger on PostgreSQL (idempotent); nothing elsewhere: workers poll there."""
+    if kind(conn) != "postgresql":
+        return
+    for statement in _NOTIFY_DDL:
+        conn.exec_driver_sql(statement)
+
+
+def listen(dbapi_connection: Any) -> None:
+    """Subscribe a PostgreSQL connection (autocommit) to the workers' channel."""
+    dbapi_connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+
+def notify(dbapi_connection: Any) -> None:
+    """A notification on the workers' channel (the listener's self-test)."""
+    dbapi_connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")

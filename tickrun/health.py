@@ -51,7 +51,10 @@ def check(
             select(func.count()).select_from(_T).where(_T.c.status == DEAD)
         ).scalar_one()
         oldest = conn.execute(oldest_due).first()
-        last_run = conn.execute(select(func.max(runs.c.started_at))).scalar()
+        # A long-running worker's heartbeat counts as a run started then.
+        last_run = conn.execute(
+            select(func.max(func.coalesce(runs.c.heartbeat_at, runs.c.started_at)))
+        ).scalar()
         blocked = gate.blocked_groups(conn)
         due_names = (
             conn.execute(

@@ -51,8 +51,18 @@ def _add_missing(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _worker_support(conn: Connection) -> None:
+    """Version 4: the runs' heartbeat column, and the trigger that wakes PostgreSQL workers."""
+    _add_missing(conn)
+    dialects.install_notify(conn)
+
+
 # version reached -> the step that upgrades the previous version to it, in place.
-UPGRADES: dict[int, Callable[[Connection], None]] = {2: _ids_never_reused, 3: _add_missing}
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    2: _ids_never_reused,
+    3: _add_missing,
+    4: _worker_support,
+}
 
 
 def init_schema(engine: Engine, attempts: int = 5) -> tuple[int | None, int]:
@@ -77,6 +87,7 @@ def _init(conn: Connection) -> tuple[int | None, int]:
         dialects.insert_unless_exists(
             conn, meta, {"name": "schema_version", "value": str(SCHEMA_VERSION)}, unique="name"
         )
+        dialects.install_notify(conn)
         return None, SCHEMA_VERSION
     for version in range(before + 1, SCHEMA_VERSION + 1):
         UPGRADES[version](conn)

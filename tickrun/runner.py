@@ -100,6 +100,7 @@ class RunSummary:
     alerts_sent: int = 0
     alerts_failed: int = 0  # failed deliveries (retried by later runs)
     notes: list[str] = field(default_factory=list)
+    command: str = "run"  # or "worker"
 
     def line(self) -> str:
         extra = "".join(
@@ -116,8 +117,9 @@ class RunSummary:
         )
         stop = " (stopped by signal)" if self.interrupted else ""
         return (
-            f"tickrun run {self.run_id}: claimed {self.claimed}, succeeded {self.succeeded}, "
-            f"retried {self.retried}, dead {self.dead}{extra} in {self.elapsed:.2f}s "
+            f"tickrun {self.command} {self.run_id}: claimed {self.claimed}, "
+            f"succeeded {self.succeeded}, retried {self.retried}, dead {self.dead}{extra} "
+            f"in {self.elapsed:.2f}s "
             f"[worker {self.worker}]{stop}"
         )
 
@@ -150,6 +152,8 @@ class Runner:
         self._children: ChildPool | None = None
         self._guard = LeaseGuard(exit_process=options.exit_on_lease_loss)
         self._mean_duration: float | None = None  # of recent attempts, seconds (moving average)
+        self._pending: list[store.Ended] = []  # outcomes not yet recorded
+        self._first_pending = 0.0
         # Checked here, before anything is written: a bad URL or format is an error at start.
         self.targets = (
             options.alerts
@@ -183,7 +187,7 @@ class Runner:
             self._guard.start()
             for thread in threads:
                 thread.start()
-            self._loop(began)
+            self._serve(began)
         except SQLAlchemyError as exc:
             failure = exc
         finally:
@@ -244,14 +248,28 @@ class Runner:
         )
         return self.summary
 
+    def _serve(self, began: float) -> None:
+        """Claim and run until idle or stopped (tickrun.worker waits and goes on instead)."""
+        self._loop(began)
+
+    def _claim_again(self) -> bool:
+        """Whether to claim again though the last claim found nothing more: never in a run
+        (it ends when idle); a worker's answer depends on its poll interval."""
+        return False
+
+    def _tick(self) -> None:
+        """Once per turn of the loop: nothing in a run (a worker beats and fires schedules)."""
+
     def _loop(self, began: float) -> None:
         opts = self.options
-        pending: list[store.Ended] = []
-        first_pending = 0.0
+        # Kept on the runner: a worker whose database failed mid-loop still has these to record.
+        pending = self._pending
+        first_pending = self._first_pending
         exhausted = False
         next_beat = time.monotonic() + self._beat_interval()
         grace_end: float | None = None
         while not self._guard.cut_off.is_set():
+            self._tick()
             stopping = self._signals > 0
             if stopping and grace_end is None:
                 grace_end = time.monotonic() + (opts.grace if self._signals == 1 else 0)
@@ -264,6 +282,8 @@ class Runner:
             limited = time_up or (
                 opts.max_tasks is not None and self.summary.claimed >= opts.max_tasks
             )
+            if exhausted and self._claim_again():
+                exhausted = False
             if not (stopping or limited or exhausted) and self._jobs.qsize() < opts.concurrency:
                 exhausted = self._claim(len(pending))
             rate_wait = self._rate_wait(began) if exhausted and not (stopping or limited) else None
@@ -282,7 +302,7 @@ class Runner:
             try:
                 outcome = self._results.get(timeout=wait)
                 if not pending:
-                    first_pending = time.monotonic()
+                    first_pending = self._first_pending = time.monotonic()
                 pending.append(outcome)
                 while True:
                     pending.append(self._results.get_nowait())
@@ -296,7 +316,7 @@ class Runner:
                 or time.monotonic() - first_pending >= opts.flush_after
             ):
                 self._record(pending)
-                pending = []
+                pending.clear()
                 exhausted = False
             if time.monotonic() >= next_beat and self._held:
                 since = time.monotonic()

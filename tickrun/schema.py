@@ -30,7 +30,8 @@ from sqlalchemy import (
 
 # 2: SQLite tables whose ids users see (tasks, runs) are AUTOINCREMENT, so ids are never reused.
 # 3: columns and tables for flow control, alerts and results (added in place by `tickrun init`).
-SCHEMA_VERSION = 3
+# 4: runs have a heartbeat (long-running workers); PostgreSQL notifies workers of new tasks.
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -218,6 +219,8 @@ runs = Table(
     Column("retried", Integer, nullable=False, default=0),
     Column("dead", Integer, nullable=False, default=0),
     Column("exit_code", Integer, nullable=True),
+    # Renewed by a `tickrun worker` while it lives; a cron run ends instead (finished_at).
+    Column("heartbeat_at", UTCDateTime, nullable=True),
     Index("ix_tickrun_runs_started", "started_at"),
 )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from tickrun import dialects, gate, outbox
@@ -535,3 +535,21 @@ def finish_run(
             .where(runs.c.id == run_id)
             .values(finished_at=now, exit_code=exit_code, **counts)
         )
+
+
+def heartbeat(engine: Engine, run_id: int, *, now: datetime, **counts: int) -> None:
+    """A long-running worker is alive: its run row's heartbeat, and its counts so far."""
+    with engine.begin() as conn:
+        conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now, **counts))
+
+
+def next_claimable(engine: Engine, *, names: list[str], queues: list[str]) -> datetime | None:
+    """When the earliest of these tasks becomes claimable (a delayed or retrying task's time,
+    a running one's lease expiry); None when there is none."""
+    t = tasks
+    stmt = select(func.min(t.c.claimable_at)).where(t.c.name.in_(names))
+    if queues:
+        stmt = stmt.where(t.c.queue.in_(queues))
+    with engine.connect() as conn:
+        value: datetime | None = conn.execute(stmt).scalar()
+    return value

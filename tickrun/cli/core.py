@@ -1,16 +1,23 @@
-"""The core commands: init, enqueue, run."""
+"""The core commands: init, enqueue, run, worker."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
 from tickrun.cli.monitoring import Observe, observability
 from tickrun.errors import UsageError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from tickrun.app import App
+    from tickrun.runner import RunSummary
 
 
 @cli.command()
@@ -95,8 +102,42 @@ def enqueue(
         click.echo(render_one({"id": result.id, "duplicate": result.duplicate}, fmt))
 
 
+def shared_run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags ``run`` and ``worker`` share: --queue, --concurrency, --worker, --fail-on,
+    --grace, and (:func:`observability`) --log-format, --metrics-file, --ping-url."""
+    for option in reversed(
+        [
+            click.option("--queue", "queues", multiple=True, help="Only this queue (repeatable)."),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1, max=256),
+                default=1,
+                show_default=True,
+                help="Handlers run at once.",
+            ),
+            click.option("--worker", help="Name recorded on attempts [default: host:pid]."),
+            click.option(
+                "--fail-on",
+                type=click.Choice(["dead", "failure", "never"]),
+                default="dead",
+                show_default=True,
+                help="What makes the exit code 1.",
+            ),
+            click.option(
+                "--grace",
+                metavar="DURATION",
+                callback=duration,
+                default="30s",
+                show_default=True,
+                help="On SIGTERM/SIGINT, how long in-flight tasks may finish.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return observability(fn)
+
+
 @cli.command()
-@click.option("--queue", "queues", multiple=True, help="Only this queue (repeatable).")
 @click.option("--max-tasks", type=click.IntRange(min=1), help="Claim at most N tasks.")
 @click.option(
     "--max-time",
@@ -104,30 +145,7 @@ def enqueue(
     callback=duration,
     help="Stop claiming after this long, e.g. 50s.",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1, max=256),
-    default=1,
-    show_default=True,
-    help="Handlers run at once.",
-)
-@click.option("--worker", help="Name recorded on attempts [default: host:pid].")
-@click.option(
-    "--fail-on",
-    type=click.Choice(["dead", "failure", "never"]),
-    default="dead",
-    show_default=True,
-    help="What makes the exit code 1.",
-)
-@click.option(
-    "--grace",
-    metavar="DURATION",
-    callback=duration,
-    default="30s",
-    show_default=True,
-    help="On SIGTERM/SIGINT, how long in-flight tasks may finish.",
-)
-@observability
+@shared_run_options
 @common
 @pass_ctx
 def run(
@@ -150,15 +168,9 @@ def run(
 
     Example: tickrun --app myapp.jobs:app run --max-time 50s --concurrency 4
     """
-    from tickrun.errors import TickrunError
     from tickrun.runner import Runner, RunOptions
 
-    observe.check()
-    observe.start()
-    try:
-        app = ctx.app()
-        assert app is not None
-        engine = ctx.engine()
+    def start(app: App, engine: Engine) -> RunSummary:
         options = RunOptions(
             queues=queues,
             max_tasks=max_tasks,
@@ -170,7 +182,91 @@ def run(
             exit_on_lease_loss=True,
             log_format=observe.log_format,
         )
-        summary = Runner(app, engine, options).run(install_signals=True)
+        return Runner(app, engine, options).run(install_signals=True)
+
+    return _run_observed(ctx, observe, start)
+
+
+@cli.command("worker")
+@click.option(
+    "--poll",
+    metavar="DURATION",
+    callback=duration,
+    default="1s",
+    show_default=True,
+    help="Longest idle wait before looking at the database (PostgreSQL is woken by NOTIFY "
+    "at once, SQLite by a change of its file; MariaDB polls).",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Exit (code 0) after claiming N tasks, for the service manager to start a fresh "
+    "process (bounds the memory of leaky handlers).",
+)
+@shared_run_options
+@common
+@pass_ctx
+def worker_command(
+    ctx: Context,
+    queues: tuple[str, ...],
+    poll: float,
+    max_tasks_per_child: int | None,
+    concurrency: int,
+    worker: str | None,
+    fail_on: str,
+    grace: float,
+    observe: Observe,
+) -> int:
+    """Claim and run tasks continuously, woken by the database; fire schedules as `run` does.
+
+    A `run` that does not stop when idle: same leases, limits, alerts and schedule keys.
+    SIGTERM/SIGINT stop it as they stop `run` (--grace). A lost database connection is
+    logged once and retried with backoff (up to 30s); the worker never exits for it. It
+    heartbeats into `tickrun runs`, so `check --max-silence` and `doctor` see it. The
+    --metrics-file is written every 15s and at exit. Exit codes as for `run`; 3 also when
+    the database cannot be reached at start.
+
+    Example: tickrun --app myapp.jobs:app worker --concurrency 4
+    """
+    from tickrun.runner import RunOptions
+    from tickrun.worker import Worker, WorkerOptions
+
+    if poll is None or poll <= 0:
+        raise UsageError("--poll must be longer than 0s")
+
+    def start(app: App, engine: Engine) -> RunSummary:
+        options = RunOptions(
+            queues=queues,
+            max_tasks=max_tasks_per_child,
+            concurrency=concurrency,
+            worker=worker,
+            fail_on=fail_on,
+            grace=grace,
+            exit_on_lease_loss=True,
+            log_format=observe.log_format,
+        )
+        beat = observe.write_metrics if observe.metrics_file else None
+        return Worker(app, engine, options, WorkerOptions(poll=poll, on_beat=beat)).run(
+            install_signals=True
+        )
+
+    return _run_observed(ctx, observe, start)
+
+
+def _run_observed(
+    ctx: Context, observe: Observe, start: Callable[[App, Engine], RunSummary]
+) -> int:
+    """A run or worker with its log format, pings and metrics file; prints its summary."""
+    from tickrun.errors import TickrunError
+
+    observe.check()
+    observe.start()
+    try:
+        app = ctx.app()
+        assert app is not None
+        engine = ctx.engine()
+        summary = start(app, engine)
     except TickrunError as exc:
         observe.ping("/fail", f"error: {' '.join(str(exc).split())}")
         raise

@@ -88,19 +88,24 @@ class Observe:
 
     def finish(self, engine: Engine, exit_code: int, line: str) -> None:
         """After a run: the metrics file, then the success or failure ping."""
-        if self.metrics_file:
-            try:
-                _write_metrics(engine, self.metrics_file, 3600.0)
-            except Exception as exc:  # noqa: BLE001 - metrics never fail a run
-                from tickrun.failures import describe
-
-                error = describe(exc)[0]
-                events.warning(
-                    "metrics file not written: %s",
-                    error,
-                    extra={"event": "metrics_failed", "error": error},
-                )
+        self.write_metrics(engine)
         self.ping("" if exit_code == 0 else "/fail", line)
+
+    def write_metrics(self, engine: Engine) -> None:
+        """The metrics file, if one is asked for (a worker writes it at every heartbeat)."""
+        if not self.metrics_file:
+            return
+        try:
+            _write_metrics(engine, self.metrics_file, 3600.0)
+        except Exception as exc:  # noqa: BLE001 - metrics never fail a run
+            from tickrun.failures import describe
+
+            error = describe(exc)[0]
+            events.warning(
+                "metrics file not written: %s",
+                error,
+                extra={"event": "metrics_failed", "error": error},
+            )
 
 
 def observability(fn: Callable[..., Any]) -> Callable[..., Any]:

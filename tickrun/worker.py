@@ -1,0 +1,189 @@
+"""``tickrun worker``: a run that does not stop when idle.
+
+The engine is tickrun.runner's: the same claims, leases, fencing, flow-control limits, alerts
+and schedule keys (so workers, cron runs and other hosts never enqueue an occurrence twice),
+and the same stop on SIGTERM/SIGINT (``grace``). Between rounds of claiming until idle, the
+worker waits on a tickrun.wakeup.Waker until a notification, a file change, the earliest
+claimable time of a delayed or retrying task, or the poll interval, whichever comes first.
+
+A worker outlives database outages: a connection failure after it started is logged once,
+waited out with a bounded backoff, and the worker carries on (at start, a database it cannot
+reach is an error, as for ``tickrun run``). Its row in tickrun_runs has a heartbeat, so
+``tickrun check --max-silence`` and ``tickrun doctor`` see it alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from tickrun import clock, store, wakeup
+from tickrun.database import describe_db_error
+from tickrun.runner import Runner, RunOptions, RunSummary
+
+if TYPE_CHECKING:
+    from tickrun.app import App
+
+log = logging.getLogger("tickrun")
+
+DEFAULT_POLL = 1.0
+HEARTBEAT = 15.0  # seconds between two heartbeats of a worker
+MAX_BACKOFF = 30.0  # longest wait between two reconnection attempts
+SCHEDULES_EVERY = 1.0  # seconds between two looks at the schedules
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    poll: float = DEFAULT_POLL  # longest idle wait without a look at the database
+    heartbeat: float = HEARTBEAT
+    # Called at every heartbeat and once at exit (the CLI writes the --metrics-file there).
+    on_beat: Callable[[Engine], None] | None = None
+
+
+def work(
+    app: App, options: RunOptions | None = None, worker: WorkerOptions | None = None
+) -> RunSummary:
+    """A ``tickrun worker`` in this process, until :meth:`Worker.stop` (or ``max_tasks``)."""
+    return Worker(app, app.engine, options or RunOptions(), worker or WorkerOptions()).run()
+
+
+def transient(exc: SQLAlchemyError) -> bool:
+    """A failure that may pass: the connection was lost or could not be made."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    name = type(exc).__name__
+    return name in ("OperationalError", "InterfaceError")
+
+
+class Worker(Runner):
+    def __init__(
+        self, app: App, engine: Engine, options: RunOptions, worker: WorkerOptions
+    ) -> None:
+        super().__init__(app, engine, options)
+        self.summary.command = "worker"
+        self.worker_options = worker
+        self._waker: wakeup.Waker | None = None
+        self._last_claim = time.monotonic()
+        self._next_beat = 0.0
+        self._next_schedules = 0.0
+
+    def stop(self) -> None:
+        """Stop as on SIGTERM (from another thread, or a signal handler of the caller's)."""
+        self._signals += 1
+        self.summary.interrupted = True
+
+    def _stopped(self) -> bool:
+        return self._signals > 0 or self._guard.cut_off.is_set()
+
+    def _limited(self) -> bool:
+        limit = self.options.max_tasks
+        return limit is not None and self.summary.claimed >= limit
+
+    def _claim_again(self) -> bool:
+        # A busy worker with free slots looks again every poll interval, like an idle one.
+        return time.monotonic() - self._last_claim >= self.worker_options.poll
+
+    def _claim(self, unrecorded: int = 0) -> bool:
+        self._last_claim = time.monotonic()
+        return super()._claim(unrecorded)
+
+    def _serve(self, began: float) -> None:
+        url = self.engine.url.render_as_string(hide_password=False)
+        self._waker = wakeup.for_engine(self.engine, url)
+        log.info("worker %s: waiting for tasks by %s", self.worker, self._waker.how)
+        backoff = 0.0
+        outage_began = 0.0
+        try:
+            while not self._stopped():
+                try:
+                    self._waker.mark()
+                    self._loop(time.monotonic())
+                    if self._stopped() or self._limited():
+                        break
+                    self._tick()
+                    wait = self._idle_wait()
+                except SQLAlchemyError as exc:
+                    if not transient(exc):
+                        raise
+                    if not backoff:
+                        outage_began = time.monotonic()
+                        log.warning(
+                            "worker %s: lost the database, reconnecting with backoff: %s",
+                            self.worker,
+                            describe_db_error(exc, url),
+                        )
+                    backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+                    self.engine.dispose()  # every pooled connection may be dead
+                    self._sleep(backoff)
+                    continue
+                if backoff:
+                    log.warning(
+                        "worker %s: the database is back after %.1fs",
+                        self.worker,
+                        time.monotonic() - outage_began,
+                    )
+                    backoff = 0.0
+                    self._next_beat = 0.0
+                    continue  # claim at once: work may have piled up
+                self._waker.wait(wait, self._stopped)
+            self._loop(time.monotonic())  # a stop: grace, release, interrupt as a run does
+        finally:
+            self._waker.close()
+            if self.worker_options.on_beat is not None:
+                self._call_on_beat()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._beat()
+            self._next_beat = now + self.worker_options.heartbeat
+        if now >= self._next_schedules and not self._stopped():
+            # At most once a second: occurrences fire on minute boundaries at the finest.
+            self.summary.scheduled += self._enqueue_schedules()
+            self._next_schedules = now + SCHEDULES_EVERY
+
+    def _idle_wait(self) -> float:
+        """Until the earliest claimable task, bounded by the poll interval and the heartbeat."""
+        opts = self.worker_options
+        wait = min(opts.poll, max(0.0, self._next_beat - time.monotonic()))
+        at = store.next_claimable(
+            self.engine, names=list(self.leases), queues=list(self.options.queues)
+        )
+        if at is not None:
+            wait = min(wait, max(0.0, (at - clock.now()).total_seconds()))
+        if self._wake_at is not None:  # a rate window opens
+            wait = min(wait, max(0.0, (self._wake_at - clock.now()).total_seconds()))
+        # Time spent claiming counts: a poll every `poll` seconds, not every poll + claim.
+        return max(0.0, min(wait, self._last_claim + opts.poll - time.monotonic()))
+
+    def _beat(self) -> None:
+        s = self.summary
+        store.heartbeat(
+            self.engine,
+            s.run_id,
+            now=clock.now(),
+            claimed=s.claimed,
+            succeeded=s.succeeded,
+            retried=s.retried,
+            dead=s.dead,
+        )
+        if self.worker_options.on_beat is not None:
+            self._call_on_beat()
+
+    def _call_on_beat(self) -> None:
+        assert self.worker_options.on_beat is not None
+        try:
+            self.worker_options.on_beat(self.engine)
+        except Exception:  # noqa: BLE001 - reporting never stops a worker
+            log.exception("worker %s: heartbeat hook failed", self.worker)
+
+    def _sleep(self, seconds: float) -> None:
+        wakeup.Waker().wait(seconds, self._stopped)
