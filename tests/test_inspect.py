@@ -1129,3 +1129,22 @@ def test_doctor_warns_about_a_network_file_system(
     assert result.exit_code == 0, result.output
     assert "file system:  nfs4" in result.stdout
     assert "warning: " in result.stdout and "network file system (nfs4)" in result.stdout
+
+
+def test_doctor_lists_live_workers_by_their_heartbeat(db_url: str, engine: Engine) -> None:
+    with freeze_time("2026-12-03 09:00:00"):
+        now = datetime.now(UTC)
+        gone = store.start_run(engine, host="h", worker="h:1", pid=1, now=now)
+        store.heartbeat(engine, gone, now=now - timedelta(minutes=5))
+        alive = store.start_run(engine, host="h", worker="h:2", pid=2, now=now)
+        store.heartbeat(engine, alive, now=now, claimed=7)
+        store.start_run(engine, host="h", worker="h:3", pid=3, now=now)  # a cron run, no beat
+        result = invoke(db_url, "doctor")
+    assert result.exit_code == 0, result.output
+    assert "workers:      1 live: h:2 (up 0.00s, beat 0.00s ago, 7 claimed)" in result.stdout
+
+
+def test_doctor_says_when_no_worker_is_live(db_url: str) -> None:
+    result = invoke(db_url, "doctor")
+    assert result.exit_code == 0, result.output
+    assert "workers:      none live" in result.stdout

@@ -10,18 +10,31 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from tickrun import dialects
+from tickrun import clock, dialects
 from tickrun.database import describe_db_error, open_engine, schema_version, sqlite_path
 from tickrun.errors import TickrunError
 from tickrun.lifecycle import STATUSES
-from tickrun.schema import SCHEMA_VERSION, tasks
+from tickrun.schema import SCHEMA_VERSION, runs, tasks
 
 _T = tasks
+
+
+# A worker beats every 15 s (tickrun.worker.HEARTBEAT): one silent for four beats is gone.
+WORKER_SILENCE = 60.0
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    worker: str
+    started_at: datetime
+    heartbeat_at: datetime
+    claimed: int
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,7 @@ class DatabaseReport:
     version: int | None = None
     counts: dict[str, int] | None = None
     error: TickrunError | None = None
+    workers: list[LiveWorker] | None = None  # with the current schema only
     fs_type: str | None = None  # the file system under ``path``: None if unknown, or a server
 
     @property
@@ -65,13 +79,15 @@ def examine(url: str) -> DatabaseReport:
         engine = open_engine(url)
         facts = server_facts(engine)
         version = schema_version(engine)
-        counts = status_counts(engine) if version == SCHEMA_VERSION else None
+        current = version == SCHEMA_VERSION
+        counts = status_counts(engine) if current else None
+        workers = live_workers(engine, clock.now()) if current else None
     except TickrunError as exc:
         return DatabaseReport(path, missing_file=False, error=exc, fs_type=fs_type)
     except SQLAlchemyError as exc:
         error = describe_db_error(exc, url)
         return DatabaseReport(path, missing_file=False, error=error, fs_type=fs_type)
-    return DatabaseReport(path, False, facts, version, counts, fs_type=fs_type)
+    return DatabaseReport(path, False, facts, version, counts, workers=workers, fs_type=fs_type)
 
 
 # File systems where SQLite's locking (and so WAL) cannot be trusted.
@@ -140,3 +156,18 @@ def status_counts(engine: Engine) -> dict[str, int]:
             conn.execute(select(_T.c.status, func.count()).group_by(_T.c.status)).all()
         )
     return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def live_workers(engine: Engine, now: datetime) -> list[LiveWorker]:
+    """The ``tickrun worker`` processes whose heartbeat is recent, oldest first."""
+    r = runs.c
+    stmt = (
+        select(r.worker, r.started_at, r.heartbeat_at, r.claimed)
+        .where(
+            r.finished_at.is_(None),
+            r.heartbeat_at >= now - timedelta(seconds=WORKER_SILENCE),
+        )
+        .order_by(r.started_at)
+    )
+    with engine.connect() as conn:
+        return [LiveWorker(*row) for row in conn.execute(stmt)]

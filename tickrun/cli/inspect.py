@@ -17,7 +17,7 @@ from tickrun.output import Column
 
 if TYPE_CHECKING:
     from tickrun.app import App
-    from tickrun.doctor import DatabaseReport
+    from tickrun.doctor import DatabaseReport, LiveWorker
     from tickrun.listings import TaskDetail
     from tickrun.maintenance import Moved
 
@@ -668,6 +668,8 @@ def _database_lines(report: DatabaseReport) -> list[tuple[str, str]]:
         if report.counts is not None:
             shown = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n) or "none"
             lines.append(("tasks in db", shown))
+        if report.workers is not None:
+            lines.append(("workers", _workers_line(report.workers)))
     if report.path is not None:
         fs = report.fs_type
         lines.append(("file system", fs or "unknown"))
@@ -681,6 +683,20 @@ def _database_lines(report: DatabaseReport) -> list[tuple[str, str]]:
                 )
             )
     return lines
+
+
+def _workers_line(workers: list[LiveWorker]) -> str:
+    if not workers:
+        return "none live (no `tickrun worker` heartbeat in the last minute)"
+    from tickrun.clock import now as clock_now
+
+    now = clock_now()
+    shown = [
+        f"{w.worker} (up {_ago(now, w.started_at)[:-4]}, beat {_ago(now, w.heartbeat_at)}, "
+        f"{w.claimed} claimed)"
+        for w in workers
+    ]
+    return f"{len(workers)} live: " + ", ".join(shown)
 
 
 def _schema_state(version: int | None, current: int) -> str:
