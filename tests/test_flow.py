@@ -547,3 +547,17 @@ def test_claims_of_unlimited_tasks_beside_limited_ones_touch_no_limit(db_url: st
         assert any("tickrun_starts" in q for q in statements)
     finally:
         event.remove(app.engine, "before_cursor_execute", seen)
+
+
+def test_a_worker_waits_for_future_tasks_not_for_due_ones_a_limit_holds(db_url: str) -> None:
+    # A due task held by a blocked ordered group must not count as "claimable now" for an
+    # idle worker's wait: that wait would be 0, and the worker would claim in a busy loop.
+    app = keyed_app(db_url, ordered=True)
+    names = list(app.tasks)
+    first = app.enqueue("charge", {"account": 1}, run_at=T0)
+    app.enqueue("charge", {"account": 1}, run_at=T0)
+    finish(app, claim(app, s(1)), s(2), DEAD)
+    assert row(app.engine, first).status == DEAD
+    assert store.next_claimable(app.engine, names=names, queues=[], now=s(3)) is None
+    app.enqueue("other", {}, run_at=s(100))
+    assert store.next_claimable(app.engine, names=names, queues=[], now=s(3)) == s(100)

@@ -543,11 +543,15 @@ def heartbeat(engine: Engine, run_id: int, *, now: datetime, **counts: int) -> N
         conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now, **counts))
 
 
-def next_claimable(engine: Engine, *, names: list[str], queues: list[str]) -> datetime | None:
-    """When the earliest of these tasks becomes claimable (a delayed or retrying task's time,
-    a running one's lease expiry); None when there is none."""
+def next_claimable(
+    engine: Engine, *, names: list[str], queues: list[str], now: datetime
+) -> datetime | None:
+    """When the earliest of these tasks becomes claimable after ``now`` (a delayed or retrying
+    task's time, a running one's lease expiry); None when there is none. Tasks already due are
+    left out: a claim just saw them, so a limit holds them (a busy key, a blocked ordered group),
+    and waiting for them would be no wait at all."""
     t = tasks
-    stmt = select(func.min(t.c.claimable_at)).where(t.c.name.in_(names))
+    stmt = select(func.min(t.c.claimable_at)).where(t.c.claimable_at > now, t.c.name.in_(names))
     if queues:
         stmt = stmt.where(t.c.queue.in_(queues))
     with engine.connect() as conn:

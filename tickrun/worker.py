@@ -154,11 +154,12 @@ class Worker(Runner):
         """Until the earliest claimable task, bounded by the poll interval and the heartbeat."""
         opts = self.worker_options
         wait = min(opts.poll, max(0.0, self._next_beat - time.monotonic()))
+        now = clock.now()
         at = store.next_claimable(
-            self.engine, names=list(self.leases), queues=list(self.options.queues)
+            self.engine, names=list(self.leases), queues=list(self.options.queues), now=now
         )
         if at is not None:
-            wait = min(wait, max(0.0, (at - clock.now()).total_seconds()))
+            wait = min(wait, (at - now).total_seconds())
         if self._wake_at is not None:  # a rate window opens
             wait = min(wait, max(0.0, (self._wake_at - clock.now()).total_seconds()))
         # Time spent claiming counts: a poll every `poll` seconds, not every poll + claim.
