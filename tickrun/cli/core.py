@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from tickrun.app import App
-    from tickrun.runner import RunSummary
+    from tickrun.runner import RunOptions, RunSummary
 
 
 @cli.command()
@@ -168,20 +168,13 @@ def run(
 
     Example: tickrun --app myapp.jobs:app run --max-time 50s --concurrency 4
     """
-    from tickrun.runner import Runner, RunOptions
+    from tickrun.runner import Runner
+
+    options = _run_options(
+        observe, queues, concurrency, worker, fail_on, grace, max_tasks, max_time
+    )
 
     def start(app: App, engine: Engine) -> RunSummary:
-        options = RunOptions(
-            queues=queues,
-            max_tasks=max_tasks,
-            max_time=max_time,
-            concurrency=concurrency,
-            worker=worker,
-            fail_on=fail_on,
-            grace=grace,
-            exit_on_lease_loss=True,
-            log_format=observe.log_format,
-        )
         return Runner(app, engine, options).run(install_signals=True)
 
     return _run_observed(ctx, observe, start)
@@ -229,29 +222,48 @@ def worker_command(
 
     Example: tickrun --app myapp.jobs:app worker --concurrency 4
     """
-    from tickrun.runner import RunOptions
     from tickrun.worker import Worker, WorkerOptions
 
     if poll is None or poll <= 0:
         raise UsageError("--poll must be longer than 0s")
 
+    options = _run_options(
+        observe, queues, concurrency, worker, fail_on, grace, max_tasks_per_child, None
+    )
+
     def start(app: App, engine: Engine) -> RunSummary:
-        options = RunOptions(
-            queues=queues,
-            max_tasks=max_tasks_per_child,
-            concurrency=concurrency,
-            worker=worker,
-            fail_on=fail_on,
-            grace=grace,
-            exit_on_lease_loss=True,
-            log_format=observe.log_format,
-        )
         beat = observe.write_metrics if observe.metrics_file else None
         return Worker(app, engine, options, WorkerOptions(poll=poll, on_beat=beat)).run(
             install_signals=True
         )
 
     return _run_observed(ctx, observe, start)
+
+
+def _run_options(
+    observe: Observe,
+    queues: tuple[str, ...],
+    concurrency: int,
+    worker: str | None,
+    fail_on: str,
+    grace: float,
+    max_tasks: int | None,
+    max_time: float | None,
+) -> RunOptions:
+    """The options of a run or worker started from the CLI, from the flags they share."""
+    from tickrun.runner import RunOptions
+
+    return RunOptions(
+        queues=queues,
+        max_tasks=max_tasks,
+        max_time=max_time,
+        concurrency=concurrency,
+        worker=worker,
+        fail_on=fail_on,
+        grace=grace,
+        exit_on_lease_loss=True,  # a CLI process exits before leases it cannot renew expire
+        log_format=observe.log_format,
+    )
 
 
 def _run_observed(
