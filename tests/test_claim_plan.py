@@ -49,7 +49,8 @@ def fill(engine, backend: str, finished: int, due: int) -> None:  # noqa: ANN001
 
 def plan_of(engine, backend: str) -> str:  # noqa: ANN001
     with engine.begin() as conn:
-        stmt = dialects.for_claim(store.due_query(["noop"], [], 50, NOW), conn)
+        dialects.before_claim(conn)
+        stmt = store.claim_query(backend, ("noop",), ()).params(claim_now=NOW, claim_limit=50)
         sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
         prefix = {"postgresql": "EXPLAIN ", "sqlite": "EXPLAIN QUERY PLAN ", "mysql": "EXPLAIN "}
         rows = conn.exec_driver_sql(prefix[backend] + sql).all()

@@ -518,6 +518,38 @@ def test_claim_order_is_priority_then_run_at_then_enqueue_order(db_url: str) -> 
     assert count(app.engine, tasks.c.status == PENDING) == 1  # "future" is not due
 
 
+def test_claims_share_one_select_and_bind_their_own_time_and_limit(db_url: str) -> None:
+    """The claim's statements are built once (store.claim_query) with ``now`` and the limit as
+    bind parameters: a later claim must see its own time and limit, not the first one's."""
+    app = new_app(db_url)
+
+    @app.task
+    def step(n: int) -> None: ...
+
+    with freeze_time(T0):
+        ids = [app.enqueue("step", {"n": n}, run_at=T0 + timedelta(minutes=n)) for n in range(5)]
+
+    def claim(at: datetime, limit: int) -> list[int]:
+        batch = store.claim(
+            app.engine,
+            names=["step"],
+            queues=[],
+            limit=limit,
+            worker="w1",
+            leases={"step": 3600.0},
+            now=at,
+        )
+        return [json.loads(t.payload)["n"] for t in batch.tasks]
+
+    assert claim(T0, 5) == [0]
+    built = store.claim_query.cache_info().misses
+    assert claim(T0 + timedelta(minutes=3), 1) == [1]  # due: 1, 2, 3; the limit takes one
+    assert claim(T0 + timedelta(minutes=3), 5) == [2, 3]
+    assert claim(T0 + timedelta(minutes=10), 5) == [4]
+    assert store.claim_query.cache_info().misses == built
+    assert row(app.engine, ids[4]).lease_until == T0 + timedelta(minutes=10, hours=1)
+
+
 def test_the_full_priority_range_is_stored_and_ordered(db_url: str) -> None:
     app = new_app(db_url)
     order: list[int] = []

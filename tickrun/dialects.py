@@ -327,29 +327,33 @@ def skip_locked(stmt: Select[Any], conn: Connection) -> Select[Any]:
     return stmt.with_for_update(skip_locked=True)
 
 
-def for_claim(stmt: Select[Any], conn: Connection) -> Select[Any]:
-    """The claim's SELECT as this database must run it: in the order of the claim index, and
-    stepping over rows that concurrent claimers hold.
+def for_claim(stmt: Select[Any], backend: str) -> Select[Any]:
+    """The claim's SELECT as this database must run it (after ``before_claim``): in the order
+    of the claim index, and stepping over rows that concurrent claimers hold.
 
     A queue table's statistics are stale by nature (rows churn faster than ANALYZE runs, and
     autovacuum may be off), and both servers then read the whole table and sort it: 16 ms a
     claim on PostgreSQL with 20,000 rows instead of 0.35 ms. PostgreSQL is kept on the index
-    with settings scoped to this transaction (``set_config(..., true)``, so nothing leaks into
-    a pooled session: PgBouncer transaction mode is fine), MariaDB with an index hint on its
-    stand-in for a partial index (schema.py: ix_tickrun_tasks_claim_mariadb).
+    by ``before_claim``, MariaDB with an index hint on its stand-in for a partial index
+    (schema.py: ix_tickrun_tasks_claim_mariadb).
     """
-    backend = kind(conn)
     if backend == "sqlite":
         return stmt
-    if backend == "postgresql":
+    if backend == "mysql":
+        # The same order through claim_priority, which equals priority on unfinished rows.
+        stmt = _mariadb_range(stmt, claim_order=True)
+    return stmt.with_for_update(skip_locked=True)
+
+
+def before_claim(conn: Connection) -> None:
+    """Keep PostgreSQL's planner on the claim index for the rest of this transaction
+    (``set_config(..., true)``, so nothing leaks into a pooled session: PgBouncer transaction
+    mode is fine)."""
+    if kind(conn) == "postgresql":
         conn.exec_driver_sql(
             "SELECT set_config('enable_seqscan', 'off', true),"
             " set_config('enable_sort', 'off', true)"
         )
-    else:
-        # The same order through claim_priority, which equals priority on unfinished rows.
-        stmt = unfinished(stmt, conn, claim_order=True)
-    return stmt.with_for_update(skip_locked=True)
 
 
 def unfinished(stmt: Select[Any], conn: Connection, *, claim_order: bool = False) -> Select[Any]:
@@ -363,8 +367,10 @@ def unfinished(stmt: Select[Any], conn: Connection, *, claim_order: bool = False
     1,000,000 of them otherwise). With ``claim_order`` (the SELECT is ordered by CLAIM_ORDER)
     it is ordered by the index's own columns, the same order on unfinished rows.
     """
-    if kind(conn) in ("sqlite", "postgresql"):
-        return stmt
+    return _mariadb_range(stmt, claim_order) if kind(conn) == "mysql" else stmt
+
+
+def _mariadb_range(stmt: Select[Any], claim_order: bool) -> Select[Any]:
     (table,) = stmt.get_final_froms()
     stmt = stmt.where(table.c.claim_priority.isnot(None))
     if claim_order:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from tickrun import dialects
 from tickrun.flow import Limit, group_scope, queue_scope, task_scope
@@ -44,7 +44,7 @@ def blocking(t: Any) -> ColumnElement[bool]:
     return or_(t.c.status.in_(UNFINISHED), and_(t.c.status == DEAD, t.c.group_order == "block"))
 
 
-def group_filter(now: datetime) -> ColumnElement[bool]:
+def group_filter(now: BindParameter[datetime]) -> ColumnElement[bool]:
     """Due rows whose group (if any) could take them now, as a WHERE clause of the claim."""
     t = tasks
     earlier = tasks.alias("earlier")
@@ -231,29 +231,15 @@ def _rate_clock(conn: Connection, rated: dict[str, Any], now: datetime) -> datet
     return max([now, *latest.values()])
 
 
-def limited_names(gate: Gate) -> tuple[set[str], set[str]]:
-    """The task names and queues that have a limit in this claim."""
-    names = {s[5:] for s in gate.defined if s.startswith("task:")}
-    queues = {s[6:] for s in gate.defined if s.startswith("queue:")}
-    return names, queues
-
-
-def exclusions(gate: Gate, cap: int | None) -> list[ColumnElement[bool]]:
-    """WHERE clauses for what this claim must not even look at: full scopes, and every task
-    with a task or queue limit when it may take none (``cap`` 0: no idle worker). Tasks
+def excluded(gate: Gate, cap: int | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The task names and queues this claim must not even look at: full scopes, and every
+    task with a task or queue limit when it may take none (``cap`` 0: no idle worker). Tasks
     limited per key are claimed ahead like any other: a claim holds a key's slot only for the
-    little work a run prefetches, while a task or queue slot is one of few shared by all."""
-    t = tasks
-    clauses: list[ColumnElement[bool]] = []
+    little work a run prefetches, while a task or queue slot is one of few shared by all.
+    Sorted tuples, so that claims that leave out the same ones share one SELECT."""
     if cap == 0:
-        names, queues = limited_names(gate)
-    else:
-        names, queues = gate.excluded_names, gate.excluded_queues
-    if names:
-        clauses.append(t.c.name.not_in(sorted(names)))
-    if queues:
-        clauses.append(t.c.queue.not_in(sorted(queues)))
-    return clauses
+        return tuple(sorted(gate.limited_names)), tuple(sorted(gate.limited_queues))
+    return tuple(sorted(gate.excluded_names)), tuple(sorted(gate.excluded_queues))
 
 
 def rate_held(conn: Connection, gate: Gate, names: Sequence[str]) -> datetime | None:
