@@ -349,11 +349,12 @@ class BenchDB:
         an index hint); without, the plan is the planner's own choice.
         """
         with self.engine.connect() as conn:
-            stmt = store.due_query(names, [], limit, clock.now())
             if as_claimed:
-                stmt = dialects.for_claim(stmt, conn)
+                dialects.before_claim(conn)
+                stmt = store.claim_query(self.kind, tuple(names), ())
             else:
-                stmt = dialects.skip_locked(stmt, conn)
+                stmt = dialects.skip_locked(store.due_query(tuple(names), ()), conn)
+            stmt = stmt.params(claim_now=clock.now(), claim_limit=limit)
             compiled = stmt.compile(conn, compile_kwargs={"render_postcompile": True})
             if self.kind == "postgresql":
                 prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
