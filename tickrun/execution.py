@@ -12,6 +12,7 @@ send them back over its pipe). The runner turns them into rows that commit with 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -219,6 +220,11 @@ def invoke(spec: TaskSpec, payload: str, context: TaskContext) -> Result:
     return Result("ok", value=stored, followups=tuple(context._followups))
 
 
+@functools.cache  # getLogger takes logging's module lock: once per task name, not per task
+def _task_logger(name: str) -> logging.Logger:
+    return logging.getLogger(f"tickrun.task.{name}")
+
+
 def make_context(
     spec: TaskSpec,
     task_id: int,
@@ -234,7 +240,7 @@ def make_context(
     transaction: OutcomeTransaction | None = None,
 ) -> TaskContext:
     logger = logging.LoggerAdapter(
-        logging.getLogger(f"tickrun.task.{spec.name}"), {"task_id": task_id, "attempt": attempt}
+        _task_logger(spec.name), {"task_id": task_id, "attempt": attempt}
     )
     return TaskContext(
         task_id,

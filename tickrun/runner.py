@@ -459,7 +459,7 @@ class Runner:
             except Exception as exc:  # a worker thread that died would leave the run waiting
                 error, trace = describe(exc)
                 result = Result("error", error=error, traceback=trace)
-            ended = replace(self._outcome(task, result), started_at=began)
+            ended = self._outcome(task, result, began)
             if tx is not None:
                 ended = self._commit_own(tx, ended)
             self._results.put(ended)
@@ -476,7 +476,7 @@ class Runner:
                     error="the handler committed or rolled back ctx.connection()'s "
                     "transaction itself; tickrun commits it with the success",
                 )
-                return replace(self._outcome(ended.task, misuse), started_at=ended.started_at)
+                return self._outcome(ended.task, misuse, ended.started_at)
             if not store.record_success(tx.conn, ended, now=clock.now(), worker=self.worker):
                 return replace(ended, committed=False)
             tx.commit()
@@ -485,11 +485,11 @@ class Runner:
             # Whether a failed COMMIT took effect is unknown: the failure recorded by the batch
             # is fenced, so it is written only if the success was not.
             error, trace = describe(exc)
-            failed = self._outcome(
+            return self._outcome(
                 ended.task,
                 Result("error", error=f"recording the success failed: {error}", traceback=trace),
+                ended.started_at,
             )
-            return replace(failed, started_at=ended.started_at)
         finally:
             tx.close()
 
@@ -512,7 +512,9 @@ class Runner:
             self._children = ChildPool(import_ref(self.app), self.options.log_format)
         return self._children
 
-    def _outcome(self, task: store.Claimed, result: Result) -> store.Ended:
+    def _outcome(
+        self, task: store.Claimed, result: Result, started_at: datetime | None
+    ) -> store.Ended:
         now = clock.now()
         if result.kind == "ok":
             try:
@@ -522,20 +524,30 @@ class Runner:
                 result = Result("error", error=f"follow-up task: {error}", traceback=trace)
             else:
                 return store.Ended(
-                    task, Outcome.SUCCEEDED, SUCCEEDED, now, result=result.value, followups=rows
+                    task,
+                    Outcome.SUCCEEDED,
+                    SUCCEEDED,
+                    now,
+                    started_at=started_at,
+                    result=result.value,
+                    followups=rows,
                 )
         spec = self.app.tasks[task.name]
         outcome = _OUTCOMES[result.kind]
         status = after_failure(task.attempt, task.max_attempts, final=result.kind == "fail")
         if status == DEAD:
-            return store.Ended(task, outcome, DEAD, now, None, result.error, result.traceback)
+            return store.Ended(
+                task, outcome, DEAD, now, None, result.error, result.traceback, started_at
+            )
         try:
             delay = float(result.delay if result.delay is not None else spec.backoff(task.attempt))
         except Exception:  # a user's backoff callable must not lose the outcome
             log.exception("task %s: backoff raised; retrying in %ss", task.name, FALLBACK_DELAY)
             delay = FALLBACK_DELAY
         run_at = now + timedelta(seconds=min(max(0.0, delay), MAX_DELAY))  # inf, NaN too
-        return store.Ended(task, outcome, RETRYING, now, run_at, result.error, result.traceback)
+        return store.Ended(
+            task, outcome, RETRYING, now, run_at, result.error, result.traceback, started_at
+        )
 
     # -- recording ----------------------------------------------------------------------
 
