@@ -33,6 +33,15 @@ from tests.test_crash import (
     start_run,
     task_rows,
     twin_app,
+    wait_until,
+)
+from tests.test_worker import APP as WORKER_APP
+from tests.test_worker import (
+    app_for,
+    ran,
+    reap_workers,  # noqa: F401 - the autouse fixture, for this module's workers too
+    start_worker,
+    started,
 )
 from tickrun.database import open_engine
 from tickrun.lifecycle import DEAD, SUCCEEDED
@@ -221,3 +230,24 @@ def test_overlapping_runs_through_pgbouncer_execute_every_task_once(
     assert len(recorded) == 4 and {code for _, code in recorded} == {0}
     assert sum(claimed for claimed, _ in recorded) == 2000
     assert sum(claimed > 0 for claimed, _ in recorded) >= 2, recorded  # the work was shared
+
+
+def test_a_worker_behind_pgbouncer_finds_no_notifications_and_polls(
+    bounced_url: str, project: Path
+) -> None:
+    """PgBouncer's transaction pooling hands LISTEN's server connection to other clients, so
+    notifications never reach the worker: its self-test must see that (and say so once)
+    and the worker poll, rather than believe it listens and wait for ever."""
+    url = bounced_url
+    ref = write_app(project, WORKER_APP)
+    cli("init", project=project, db=url, ref=ref)
+    worker = start_worker(project, url, "--poll", "1s")
+    wait_until(lambda: started(worker), "the worker to start")
+    app = app_for(url)
+    for n in range(3):
+        app.enqueue("hello", {"n": n})
+        wait_until(lambda n=n: ran(project, n), f"task {n} to run", timeout=60)
+    code, out, err = worker.stop()
+    assert code == 0, err
+    assert err.count("no LISTEN/NOTIFY (LISTEN gets no notifications") == 1, err
+    assert "polling instead" in err and "claimed 3" in out

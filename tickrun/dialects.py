@@ -565,6 +565,7 @@ def listen(dbapi_connection: Any) -> None:
     dbapi_connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
 
-def notify(dbapi_connection: Any) -> None:
-    """A notification on the workers' channel (the listener's self-test)."""
-    dbapi_connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+def notify(conn: Connection) -> None:
+    """A notification on the workers' channel, sent when ``conn``'s transaction commits (the
+    listener's self-test)."""
+    conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")

@@ -3,8 +3,8 @@
 * PostgreSQL: LISTEN on a connection of its own. The NOTIFY comes from a trigger on the tasks
   table (tickrun.dialects.install_notify), so it is sent when the enqueueing transaction
   commits, never for one rolled back. Behind PgBouncer in transaction pooling mode a LISTEN is
-  accepted but its notifications never arrive; a self-test at connect finds that, and the
-  worker then polls (one line in its log says so).
+  accepted but its notifications never arrive; a self-test at connect (a NOTIFY from
+  another connection) finds that, and the worker then polls (one line in its log says so).
 * SQLite: the database and WAL files change when another process commits; watching their
   size and modification time costs a ``stat`` every few hundredths of a second, not a query.
 * MariaDB (and the fallbacks): nothing to watch; the worker claims every poll interval.
@@ -31,7 +31,7 @@ log = logging.getLogger("tickrun")
 
 SLICE = 0.25  # longest uninterrupted sleep: how soon a stop request is seen
 FILE_CHECK = 0.02  # between two looks at an SQLite database's files
-SELF_TEST = 2.0  # how long a new listener waits for its own notification
+SELF_TEST = 2.0  # how long a new listener waits for its self-test's notification
 RELISTEN = 30.0  # between two attempts to listen again after the listener failed
 
 
@@ -121,7 +121,11 @@ class ListenWaker(Waker):
                 return
             conn.autocommit = True
             dialects.listen(conn)
-            dialects.notify(conn)
+            # From another connection, as an enqueue's trigger sends it: behind PgBouncer the
+            # listener's own NOTIFY would often run on the same server session as its LISTEN
+            # and come back to it, though no other client's ever would.
+            with self._engine.begin() as other:
+                dialects.notify(other)
             if not any(True for _ in conn.notifies(timeout=SELF_TEST, stop_after=1)):
                 self._fallback(
                     "LISTEN gets no notifications (PgBouncer in transaction pooling mode?)"
