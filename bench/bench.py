@@ -1,4 +1,4 @@
-"""tickrun benchmark: enqueue, drain, overlap, empty tick, scale and timeout cost per database.
+"""tickrun benchmark: enqueue, drains, worker latency, ticks, scale and flow control per database.
 
 Run ``make bench`` or ``.venv/bin/python bench/bench.py --help``. Every figure is the median of
 ``--repeat`` runs with min and max. Every drain counts its handler executions (one appended line
@@ -36,7 +36,7 @@ from tabulate import tabulate  # noqa: E402
 import tickrun  # noqa: E402
 
 ALL_DBS = ("sqlite", "postgresql", "mysql")
-ALL_WORKLOADS = ("W1", "W2", "W3", "W5", "W6", "W7", "W8", "W9")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
 W8_KEYS_PER_TASKS = 10  # W8: n tasks over n / 10 ordered keys
 W9_RATE = 50  # bench/benchapp.py: rated has rate="50/s"
 LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
@@ -46,6 +46,11 @@ TARGETS: dict[str, dict[str, float | None]] = {
     "postgresql": {"w1_one": 1700, "w1_bulk": 40000, "w2": 4200},
     "mysql": {"w1_one": None, "w1_bulk": None, "w2": None},
 }
+W4_INTERVAL = 0.5  # seconds between two W4 enqueues
+W4_POLL = 1.0  # tickrun worker's default --poll
+# W4 targets (ms): median and p95 on PostgreSQL (NOTIFY); median where the worker polls.
+W4_TARGETS = {"postgresql": (5.0, 20.0), "sqlite": (W4_POLL * 500 + 5, None)}
+W4_TARGETS["mysql"] = W4_TARGETS["sqlite"]
 W5_BUDGET_MS = 150.0
 W6_MIN_RATIO = 0.80
 W6_MAX_RSS_MB = 150.0
@@ -128,7 +133,7 @@ def fmt(value: float, unit: str) -> str:
     if unit in ("tasks/s", "MB") and value >= 100:
         return f"{value:,.0f}"
     if unit == "ms":
-        return f"{value:,.0f}"
+        return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
     if unit == "%":
         return f"{value:.0f}"
     return f"{value:,.1f}"
@@ -240,6 +245,21 @@ def check_executions(out: str, expected: range, what: str) -> None:
             f"{len(missing)} never ran (e.g. {missing[:5]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})"
         )
+
+
+def wait_for_lines(
+    out: str, count: int, timeout: float, proc: subprocess.Popen[bytes]
+) -> list[str]:
+    """The execution log once it has ``count`` lines (a BenchFailure after ``timeout``
+    seconds, or when ``proc`` exits first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = Path(out).read_text().splitlines() if os.path.exists(out) else []
+        if len(lines) >= count:
+            return lines
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchFailure(f"{len(lines)} of {count} executions after {timeout:g}s")
+        time.sleep(0.02)
 
 
 def claims(proc: Proc) -> int:
@@ -382,8 +402,11 @@ class Bench:
         processes: int,
         what: str,
         max_time: float | None = None,
+        workers: bool = False,
     ) -> tuple[float, list[Proc], float, int]:
-        """Fill, settle, then time ``processes`` overlapping runs.
+        """Fill, settle, then time ``processes`` overlapping runs (``tickrun worker``s with
+        ``workers``: each stops after its share of the tasks, ``--max-tasks-per-child``, so
+        they all exit when the last task is done).
 
         Returns (elapsed, procs, fill time, tasks run); fewer than ``due`` tasks run only when
         ``max_time`` (passed as ``--max-time``) stopped the run first.
@@ -401,15 +424,17 @@ class Bench:
             "benchapp:app",
             "--db",
             self.db.url,
-            "run",
+            "worker" if workers else "run",
             "--concurrency",
             "1",
         ]
         if max_time is not None:
             cmd += ["--max-time", f"{max_time:g}"]
-        elapsed, procs = run_processes(
-            [cmd] * processes, child_env(out), self.work, drain_deadline(due)
-        )
+        commands = [cmd] * processes
+        if workers:
+            shares = [due // processes + (i < due % processes) for i in range(processes)]
+            commands = [[*cmd, "--max-tasks-per-child", str(share)] for share in shares]
+        elapsed, procs = run_processes(commands, child_env(out), self.work, drain_deadline(due))
         ran = check_drained(self.db, procs, due, finished, what, partial=max_time is not None)
         # Claim order is id order here (one priority, one run_at), so the tasks that ran are
         # the first ``ran`` payloads.
@@ -577,6 +602,78 @@ class Bench:
         )
         self.add(Figure("W9", "handler starts, busiest full second", "starts", peaks))
         self.add(Figure("W9", "handler starts per full second, mean", "starts/s", means))
+
+    # W4: tickrun worker -------------------------------------------------------------------
+
+    def w4(self) -> None:
+        """A worker's wake-up latency, then W2 and W3 drained by workers instead of runs."""
+        ms = sorted(self.w4_latencies(20 if self.opts.quick else 200))
+        median, p95 = statistics.median(ms), ms[int(0.95 * (len(ms) - 1))]
+        self.log(f"W4 latency: median {median:.1f} ms, p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
+        most_median, most_p95 = W4_TARGETS[self.db.kind]
+        how = "NOTIFY" if self.db.kind == "postgresql" else f"--poll {W4_POLL:g}s"
+        for measure, value, target in (("median", median, most_median), ("p95", p95, most_p95)):
+            fig = Figure("W4", f"enqueue to handler start, {measure} ({how})", "ms", [value])
+            fig.note = f"{len(ms)} tasks, one every {W4_INTERVAL:g}s"
+            if target is not None:
+                fig.target, fig.met = f"≤ {target:g}", value <= target
+            self.add(fig)
+        n = self.opts.n
+        for what, processes, of in (("W2", 1, "drain, 1 run --concurrency 1"), ("W3", 4, None)):
+            rates = []
+            for r in range(self.opts.repeat):
+                elapsed, *_ = self.drain(
+                    task="noop",
+                    due=n,
+                    finished=0,
+                    processes=processes,
+                    what=f"W4 {what}",
+                    workers=True,
+                )
+                rates.append(n / elapsed)
+                self.log(
+                    f"W4 {what} run {r + 1}: {n} tasks by {processes} worker(s) "
+                    f"in {elapsed:.2f}s = {rates[-1]:,.0f}/s"
+                )
+            workers = "1 worker --concurrency 1" if processes == 1 else "4 workers"
+            fig = self.add(Figure("W4", f"{what} drained by {workers}", "tasks/s", rates))
+            runs = self.result.find("W2", of) if of else None
+            if runs is not None:
+                fig.target = f"≥ 90 % of W2 ({fmt(runs.median * 0.9, 'tasks/s')})"
+                fig.met = fig.median >= 0.9 * runs.median
+
+    def w4_latencies(self, samples: int) -> list[float]:
+        """Milliseconds from the start of each ``enqueue`` call to its handler's start, with
+        one idle ``tickrun worker`` at its default poll interval."""
+        self.db.reset()
+        out = self.out_file()
+        cmd = [*tickrun_cmd(), "--app", "benchapp:app", "--db", self.db.url, "worker"]
+        enqueuer = tickrun.App(database_url=self.db.url)
+        enqueuer.task(name="ping")(lambda i: None)
+        began: list[float] = []
+        with tempfile.TemporaryFile() as err:
+            worker = subprocess.Popen(
+                cmd, env=child_env(out), cwd=self.work, stdout=subprocess.DEVNULL, stderr=err
+            )
+            try:
+                enqueuer.enqueue("ping", {"i": -1})  # the worker's start: not measured
+                wait_for_lines(out, 1, 60, worker)
+                for i in range(samples):
+                    time.sleep(W4_INTERVAL)
+                    began.append(time.time())
+                    enqueuer.enqueue("ping", {"i": i})
+                lines = wait_for_lines(out, samples + 1, 30, worker)
+            finally:
+                worker.terminate()
+                code = worker.wait(60)
+            err.seek(0)
+            if code != 0:
+                raise BenchFailure(f"W4: tickrun worker exited {code}: {err.read()[-2000:]!r}")
+        starts = {int(i): float(at) for i, at in (line.split() for line in lines)}
+        if len(starts) != len(lines):
+            raise BenchFailure(f"W4: {len(lines)} executions for {len(starts)} tasks")
+        os.remove(out)
+        return [(starts[i] - began[i]) * 1000 for i in range(samples)]
 
     def w5(self) -> None:
         self.db.reset()
@@ -812,7 +909,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=",".join(ALL_DBS), help="sqlite,postgresql,mysql")
     parser.add_argument(
-        "--workloads", default=",".join(ALL_WORKLOADS), help="W1,W2,W3,W5,W6,W7,W8,W9"
+        "--workloads", default=",".join(ALL_WORKLOADS), help="W1,W2,W3,W4,W5,W6,W7,W8,W9"
     )
     parser.add_argument("--n", type=int, help="tasks per W1/W2/W3/W7 run [20000]")
     parser.add_argument("--repeat", type=int, help="runs per figure [3; 1 with --quick]")
@@ -865,7 +962,9 @@ def main(argv: list[str] | None = None) -> int:
         f"n={opts.n}, repeat={opts.repeat}, W6 {opts.w6_finished:,} finished + {opts.w6_due:,} due",
         flush=True,
     )
-    order = [w for w in ("W1", "W5", "W2", "W3", "W7", "W8", "W9", "W6") if w in opts.workloads]
+    order = [
+        w for w in ("W1", "W5", "W2", "W3", "W4", "W7", "W8", "W9", "W6") if w in opts.workloads
+    ]
     results: list[DBResult] = []
     failure: BenchFailure | None = None
     with tempfile.TemporaryDirectory(prefix="tickrun-bench-work-") as work:

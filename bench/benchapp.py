@@ -46,6 +46,12 @@ def rated(ctx, i: int) -> None:  # noqa: ANN001 - a TaskContext
     _append_line(b"%d %.6f %.6f\n" % (i, ctx.claimed_at.timestamp(), time.time()))
 
 
+# W4: a worker's wake-up latency. Each line is "<i> <started at>" (Unix seconds).
+@app.task
+def ping(i: int) -> None:
+    _append_line(b"%d %.6f\n" % (i, time.time()))
+
+
 def _append_line(line: bytes) -> None:
     global _fd
     if _fd is None:

@@ -1,11 +1,12 @@
 """Issue 14: does a long-lived `tickrun worker` keep its memory flat? RSS while it drains N tasks.
 
-One `tickrun worker --concurrency 4` on a SQLite file, the bench app's `noop` task, tasks added
+One `tickrun worker --concurrency 4` on a fresh database (SQLite file, or a database of its own
+on the server, as bench.py makes them), the bench app's `noop` task, tasks added
 in batches of 50,000 while it runs (so the table never holds much more than a batch of due
 rows); the worker's RSS (VmRSS from /proc) is read at every tenth of the work. Prints a table:
 
     .venv/bin/python bench/worker_memory.py                  # 1,000,000 tasks
-    .venv/bin/python bench/worker_memory.py --tasks 100000
+    .venv/bin/python bench/worker_memory.py --tasks 100000 --db postgresql
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from benchapp import app  # noqa: E402
+from benchdb import BenchDB  # noqa: E402
 
 from tickrun.lifecycle import PENDING, RUNNING, SUCCEEDED  # noqa: E402
-from tickrun.migrations import init_schema  # noqa: E402
 from tickrun.schema import tasks  # noqa: E402
 
 BATCH = 50_000
@@ -44,12 +45,13 @@ def rss_mb(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgresql", "mysql"])
     args = parser.parse_args()
     total: int = args.tasks
+    db = BenchDB.create(args.db, None)
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'memory.db'}"
+        url = db.url
         app.use_database(url)
-        init_schema(app.engine)
         out = Path(tmp) / "executions.log"
         env = dict(os.environ, TICKRUN_DATABASE_URL=url, TICKRUN_APP="benchapp:app")
         env["TICKRUN_BENCH_OUT"] = str(out)
@@ -83,9 +85,13 @@ def main() -> int:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
             app.engine.dispose()
+            db.drop()
         took = time.monotonic() - began
     print(tabulate(rows, headers=["tasks done", "worker RSS (MB)"]))
-    print(f"{total:,} tasks in {took:.0f} s ({total / took:,.0f}/s), load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.db}: {total:,} tasks in {took:.0f} s ({total / took:,.0f}/s), "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 
