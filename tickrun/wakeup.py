@@ -133,7 +133,7 @@ class ListenWaker(Waker):
                 raw.close()
                 return
         except Exception as exc:  # noqa: BLE001 - no listener: the worker polls meanwhile
-            self._fallback(" ".join(str(exc).split())[:200] or type(exc).__name__)
+            self._fallback(_one_line(exc))
             if raw is not None:
                 with contextlib.suppress(Exception):  # the connection is gone anyway
                     raw.close()
@@ -162,7 +162,7 @@ class ListenWaker(Waker):
             return any(True for _ in self._conn.notifies(timeout=seconds, stop_after=1))
         except Exception as exc:  # noqa: BLE001 - e.g. the server went away
             self.close()
-            self._fallback(" ".join(str(exc).split())[:200] or type(exc).__name__)
+            self._fallback(_one_line(exc))
             return False
 
     def close(self) -> None:
@@ -170,6 +170,10 @@ class ListenWaker(Waker):
         if conn is not None:
             with contextlib.suppress(Exception):  # closing a broken connection
                 conn.close()
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def for_engine(engine: Engine, url: str) -> Waker:
