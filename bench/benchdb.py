@@ -13,7 +13,6 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -355,27 +354,17 @@ class BenchDB:
             else:
                 stmt = dialects.skip_locked(store.due_query(tuple(names), ()), conn)
             stmt = stmt.params(claim_now=clock.now(), claim_limit=limit)
-            compiled = stmt.compile(conn, compile_kwargs={"render_postcompile": True})
+            compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
             if self.kind == "postgresql":
                 prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
             elif self.kind == "mysql":
                 prefix = "EXPLAIN "
             else:
                 prefix = "EXPLAIN QUERY PLAN "
-            bound = _processed_params(compiled, compiled.params)
-            rows = conn.exec_driver_sql(prefix + str(compiled), bound).all()
+            rows = conn.exec_driver_sql(prefix + str(compiled)).all()
             conn.rollback()
         if self.kind == "mysql":
             return "\n".join(" | ".join(str(v) for v in row) for row in rows)
         if self.kind == "sqlite":
             return "\n".join(str(row[-1]) for row in rows)
         return "\n".join(row[0] for row in rows)
-
-
-def _processed_params(compiled: Any, params: dict[str, Any]) -> Any:
-    """Driver-level parameters for ``compiled`` (type processors applied, positional if needed)."""
-    processors: dict[str, Callable[[Any], Any]] = compiled._bind_processors
-    values = {k: processors[k](v) if k in processors else v for k, v in params.items()}
-    if compiled.positiontup:
-        return tuple(values[k] for k in compiled.positiontup)
-    return values
