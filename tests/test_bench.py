@@ -1,0 +1,36 @@
+"""The benchmark itself keeps working: ``bench.py --quick`` on SQLite runs every workload at
+small sizes, and each drain's own checks (every task ran exactly once, every run exited 0, the
+statuses and attempts add up) fail it with exit code 1. A change to the engine's internals
+(the claim's statements, say) must not leave ``make bench`` broken."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_quick_benchmark_passes_on_sqlite(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKRUN_")}
+    before = set(BENCH.glob("results-*.json"))
+    try:
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "bench.py"), "--quick", "--db", "sqlite"],
+            env={**env, "TMPDIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        for written in set(BENCH.glob("results-*.json")) - before:
+            written.unlink()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for workload in ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"):
+        assert f"| {workload} " in done.stdout, workload
