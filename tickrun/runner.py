@@ -537,7 +537,13 @@ class Runner:
         status = after_failure(task.attempt, task.max_attempts, final=result.kind == "fail")
         if status == DEAD:
             return store.Ended(
-                task, outcome, DEAD, now, None, result.error, result.traceback, started_at
+                task,
+                outcome,
+                DEAD,
+                now,
+                error=result.error,
+                traceback=result.traceback,
+                started_at=started_at,
             )
         try:
             delay = float(result.delay if result.delay is not None else spec.backoff(task.attempt))
@@ -546,7 +552,14 @@ class Runner:
             delay = FALLBACK_DELAY
         run_at = now + timedelta(seconds=min(max(0.0, delay), MAX_DELAY))  # inf, NaN too
         return store.Ended(
-            task, outcome, RETRYING, now, run_at, result.error, result.traceback, started_at
+            task,
+            outcome,
+            RETRYING,
+            now,
+            run_at,
+            error=result.error,
+            traceback=result.traceback,
+            started_at=started_at,
         )
 
     # -- recording ----------------------------------------------------------------------

@@ -244,15 +244,17 @@ def claim(
     with engine.begin() as conn:
         flow = gate.plan_gate(limits, names, queues, now)
         dialects.before_claim(conn)
-        stmt = claim_query(backend, names, queues, gate.excluded(flow, flow_cap))
-        rows = conn.execute(stmt, {"claim_now": now, "claim_limit": limit}).all()
+
+        def candidates() -> Sequence[Any]:
+            stmt = claim_query(backend, names, queues, gate.excluded(flow, flow_cap))
+            return conn.execute(stmt, {CLAIM_NOW.key: now, CLAIM_LIMIT.key: limit}).all()
+
+        rows = candidates()
         if gate.touches(flow, rows):
             gate.measure(conn, flow)
             now = flow.now  # later than asked when a rate window already holds a later start
             if flow.excluded_names or flow.excluded_queues:
-                # Full scopes left out, so their held tasks do not fill the LIMIT.
-                stmt = claim_query(backend, names, queues, gate.excluded(flow, flow_cap))
-                rows = conn.execute(stmt, {"claim_now": now, "claim_limit": limit}).all()
+                rows = candidates()  # full scopes left out: their held tasks fill no LIMIT
         expired = [r for r in rows if r.status == RUNNING]
         exhausted = {r.id for r in expired if after_failure(r.attempts, r.max_attempts) == DEAD}
         chosen = gate.admit(conn, flow, [r for r in rows if r.id not in exhausted], flow_cap)
