@@ -236,8 +236,8 @@ def test_a_worker_behind_pgbouncer_finds_no_notifications_and_polls(
     bounced_url: str, project: Path
 ) -> None:
     """PgBouncer's transaction pooling hands LISTEN's server connection to other clients, so
-    notifications never reach the worker: its self-test must see that (and say so once)
-    and the worker poll, rather than believe it listens and wait for ever."""
+    other clients' notifications never reach the worker: its self-test must see that and say
+    so once, rather than believe it listens and silently wait out every poll interval."""
     url = bounced_url
     ref = write_app(project, WORKER_APP)
     cli("init", project=project, db=url, ref=ref)
