@@ -558,6 +558,6 @@ def test_a_worker_waits_for_future_tasks_not_for_due_ones_a_limit_holds(db_url: 
     app.enqueue("charge", {"account": 1}, run_at=T0)
     finish(app, claim(app, s(1)), s(2), DEAD)
     assert row(app.engine, first).status == DEAD
-    assert store.next_claimable(app.engine, names=names, queues=[], now=s(3)) is None
+    assert store.next_claimable(app.engine, names=names, queues=[], now=s(3))[0] is None
     app.enqueue("other", {}, run_at=s(100))
-    assert store.next_claimable(app.engine, names=names, queues=[], now=s(3)) == s(100)
+    assert store.next_claimable(app.engine, names=names, queues=[], now=s(3))[0] == s(100)

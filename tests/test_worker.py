@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from tests.conftest import cli_env, tickrun, write_app
+from tests.conftest import ServerDatabases, cli_env, empty_tables, tickrun, write_app
 from tests.test_crash import DEADLINE, app_source, executions, wait_until
 from tickrun import App
 from tickrun.database import open_engine
@@ -229,6 +229,34 @@ def test_two_workers_and_a_cron_run_enqueue_one_task_per_occurrence(
         assert code == 0, err
     counts = occurrences()
     assert counts and set(counts.values()) == {1}, counts
+
+
+def test_notified_workers_run_every_task_once(servers: ServerDatabases, project: Path) -> None:
+    """Every enqueue's NOTIFY wakes both workers, and both claim the new task at once in one
+    statement (store.claim_fresh): one of them must get it, never both."""
+    url = servers.get("postgresql")
+    empty_tables(url)
+    write_app(project, APP)
+    workers = [
+        start_worker(project, url, "--poll", "10m", "--concurrency", "2", tag=f"w{i}")
+        for i in range(2)
+    ]
+    for w in workers:
+        wait_until(lambda w=w: started(w), "a worker to start")
+    app = app_for(url)
+    count = 80
+    for n in range(count):
+        app.enqueue("hello", {"n": n})
+    wait_until(lambda: len(executions(project)) >= count, f"{count} tasks to run", timeout=60)
+    claimed = 0
+    for w in workers:
+        code, out, err = w.stop()
+        assert code == 0, err
+        assert "no LISTEN/NOTIFY" not in err
+        claimed += int(out.split("claimed ", 1)[1].split()[0].rstrip(","))
+    runs_of = Counter(line.split()[0] for line in executions(project))
+    assert runs_of == {str(n): 1 for n in range(count)}
+    assert claimed == count
 
 
 def test_errors_at_start_are_one_line(project: Path, tmp_path: Path) -> None:

@@ -22,8 +22,10 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    any_,
     bindparam,
     event,
+    func,
     insert,
     select,
     text,
@@ -33,6 +35,7 @@ from sqlalchemy import inspect as inspect_db
 from sqlalchemy import table as lightweight_table
 from sqlalchemy.engine import Connection, CursorResult, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from tickrun.schema import CLAIM_ORDER_MARIADB
@@ -318,6 +321,27 @@ def _insert_one_plan(
     if dialect.name == "postgresql":
         sql += f" RETURNING {quote(table.primary_key.columns[0].name)}"
     return sql, [table.c[c].type.bind_processor(dialect) for c in columns]
+
+
+def any_of(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column = ANY(:name)``, bound to a list (PostgreSQL): one array parameter where an
+    IN list would send and render one parameter per value."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
+def newest_id(table: Table, backend: str) -> ColumnElement[Any]:
+    """The highest id ``table`` has given out, as a scalar subquery: on PostgreSQL its
+    sequence's, which also counts rows deleted since (pruned, purged) and inserts not yet
+    committed; elsewhere the highest id there is (NULL for none)."""
+    (pk,) = table.primary_key.columns
+    if backend != "postgresql":
+        return select(func.max(pk)).scalar_subquery()
+    from sqlalchemy.dialects.postgresql import REGCLASS
+
+    sequence = func.pg_get_serial_sequence(table.name, pk.name).cast(REGCLASS)
+    return select(func.pg_sequence_last_value(sequence)).scalar_subquery()
 
 
 def skip_locked(stmt: Select[Any], conn: Connection) -> Select[Any]:

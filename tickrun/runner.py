@@ -343,11 +343,12 @@ class Runner:
             return 0.0
         return until
 
-    def _claim(self, unrecorded: int = 0) -> bool:
+    def _claim(self, unrecorded: int = 0, fresh_after: int | None = None) -> bool:
         """Claim a batch; True when nothing more is claimable now.
 
         ``unrecorded``: outcomes the loop holds that are not yet written, whose workers are
-        free again."""
+        free again. ``fresh_after``: claim only the unheld tasks enqueued after that task id
+        (store.claim_fresh), as a worker does when a notification wakes it."""
         opts = self.options
         want = self._prefetch() + opts.concurrency - self._jobs.qsize()
         if opts.max_tasks is not None:
@@ -355,18 +356,32 @@ class Runner:
         if want <= 0 or not self.leases:
             return True
         since = time.monotonic()
-        batch = store.claim(
-            self.engine,
-            names=list(self.leases),
-            queues=list(opts.queues),
-            limit=want,
-            worker=self.worker,
-            leases=self.leases,
-            now=clock.now(),
-            limits=self.limits,
-            flow_cap=self._idle_workers(unrecorded) if self._flow else None,
-            alerts=self._alert_targets,
-        )
+        names, queues, now = list(self.leases), list(opts.queues), clock.now()
+        if fresh_after is not None:
+            batch = store.claim_fresh(
+                self.engine,
+                after=fresh_after,
+                names=names,
+                queues=queues,
+                limit=want,
+                worker=self.worker,
+                leases=self.leases,
+                now=now,
+                limits=self.limits,
+            )
+        else:
+            batch = store.claim(
+                self.engine,
+                names=names,
+                queues=queues,
+                limit=want,
+                worker=self.worker,
+                leases=self.leases,
+                now=now,
+                limits=self.limits,
+                flow_cap=self._idle_workers(unrecorded) if self._flow else None,
+                alerts=self._alert_targets,
+            )
         self._wake_at = batch.wake_at
         self.summary.claimed += len(batch.tasks)
         self.summary.lost += batch.lost

@@ -39,6 +39,9 @@ class Waker:
     """Polling: wait the whole timeout (unless stopped)."""
 
     how = "polling"
+    # Whether a wake means that tasks were committed (a NOTIFY), so that the tasks newer than
+    # the last ones seen are worth a claim of their own (store.claim_fresh).
+    announces_commits = False
 
     def wait(self, timeout: float, stop: Callable[[], bool]) -> bool:
         """Wait up to ``timeout`` seconds; True when woken early (there may be work)."""
@@ -100,6 +103,7 @@ class ListenWaker(Waker):
     """PostgreSQL: woken by NOTIFY; polls while it has no working listener."""
 
     how = "LISTEN/NOTIFY"
+    announces_commits = True
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

@@ -74,6 +74,7 @@ class Worker(Runner):
         self._last_claim = time.monotonic()
         self._next_beat = 0.0
         self._next_schedules = 0.0
+        self._newest_id = 0  # the highest task id when the worker last went idle
 
     def stop(self) -> None:
         """Stop as on SIGTERM (from another thread, or a signal handler of the caller's)."""
@@ -91,9 +92,9 @@ class Worker(Runner):
         # A busy worker with free slots looks again every poll interval, like an idle one.
         return time.monotonic() - self._last_claim >= self.worker_options.poll
 
-    def _claim(self, unrecorded: int = 0) -> bool:
+    def _claim(self, unrecorded: int = 0, fresh_after: int | None = None) -> bool:
         self._last_claim = time.monotonic()
-        return super()._claim(unrecorded)
+        return super()._claim(unrecorded, fresh_after)
 
     def _serve(self, began: float) -> None:
         url = self.engine.url.render_as_string(hide_password=False)
@@ -101,10 +102,15 @@ class Worker(Runner):
         log.info("worker %s: waiting for tasks by %s", self.worker, self._waker.how)
         backoff = 0.0
         outage_began = 0.0
+        woken = False
         try:
             while not self._stopped():
                 try:
                     self._waker.mark()
+                    if woken and self._waker.announces_commits and not self._limited():
+                        # Straight to what the notification announced, in one round trip;
+                        # the loop's claim then takes whatever else is due, in claim order.
+                        self._claim(fresh_after=self._newest_id)
                     self._loop(time.monotonic())
                     if self._stopped() or self._limited():
                         break
@@ -133,7 +139,7 @@ class Worker(Runner):
                     backoff = 0.0
                     self._next_beat = 0.0
                     continue  # claim at once: work may have piled up
-                self._waker.wait(wait, self._stopped)
+                woken = self._waker.wait(wait, self._stopped)
             self._loop(time.monotonic())  # a stop: grace, release, interrupt as a run does
         finally:
             self._waker.close()
@@ -155,7 +161,7 @@ class Worker(Runner):
         opts = self.worker_options
         wait = min(opts.poll, max(0.0, self._next_beat - time.monotonic()))
         now = clock.now()
-        at = store.next_claimable(
+        at, self._newest_id = store.next_claimable(
             self.engine, names=list(self.leases), queues=list(self.options.queues), now=now
         )
         if at is not None:
