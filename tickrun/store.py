@@ -381,10 +381,10 @@ def fresh_claim_query(
         t.c.status != RUNNING,
         t.c.group_limit.is_(None),
         t.c.group_order.is_(None),
-        t.c.name.in_(names),
+        dialects.any_of(t.c.name, "fresh_names"),
     )
     if queues:
-        fresh = fresh.where(t.c.queue.in_(queues))
+        fresh = fresh.where(dialects.any_of(t.c.queue, "fresh_queues"))
     if left_out_names:
         fresh = fresh.where(t.c.name.not_in(left_out_names))
     if left_out_queues:
@@ -449,6 +449,8 @@ def claim_fresh(
     token = uuid.uuid4().hex
     params: dict[str, Any] = {
         "fresh_ids": list(range(after + 1, after + 1 + FRESH_WINDOW)),
+        "fresh_names": list(names),
+        "fresh_queues": list(queues),
         CLAIM_NOW.key: now,
         CLAIM_LIMIT.key: limit,
         "start_token": token,
