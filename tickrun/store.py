@@ -268,11 +268,15 @@ def claim(
                 rows = candidates()  # full scopes left out: their held tasks fill no LIMIT
         expired = [r for r in rows if r.status == RUNNING]
         exhausted = {r.id for r in expired if after_failure(r.attempts, r.max_attempts) == DEAD}
-        chosen = gate.admit(conn, flow, [r for r in rows if r.id not in exhausted], flow_cap)
+        live = [r for r in rows if r.id not in exhausted] if exhausted else rows
+        chosen = gate.admit(conn, flow, live, flow_cap)
         # A lost attempt is recorded when its task is claimed again or dies, not while a limit
         # holds the task back (it would be recorded again by every claim that saw it).
-        taken = {r.id for r in chosen} | exhausted
-        lost = [r for r in expired if r.id in taken]
+        if expired:
+            taken = {r.id for r in chosen} | exhausted
+            lost = [r for r in expired if r.id in taken]
+        else:
+            lost = []
         if lost:
             conn.execute(
                 insert(attempts),
