@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import FrameType
@@ -356,32 +357,22 @@ class Runner:
         if want <= 0 or not self.leases:
             return True
         since = time.monotonic()
-        names, queues, now = list(self.leases), list(opts.queues), clock.now()
+        claim: Callable[..., store.ClaimBatch]
         if fresh_after is not None:
-            batch = store.claim_fresh(
-                self.engine,
-                after=fresh_after,
-                names=names,
-                queues=queues,
-                limit=want,
-                worker=self.worker,
-                leases=self.leases,
-                now=now,
-                limits=self.limits,
-            )
+            claim = functools.partial(store.claim_fresh, after=fresh_after)
         else:
-            batch = store.claim(
-                self.engine,
-                names=names,
-                queues=queues,
-                limit=want,
-                worker=self.worker,
-                leases=self.leases,
-                now=now,
-                limits=self.limits,
-                flow_cap=self._idle_workers(unrecorded) if self._flow else None,
-                alerts=self._alert_targets,
-            )
+            flow_cap = self._idle_workers(unrecorded) if self._flow else None
+            claim = functools.partial(store.claim, flow_cap=flow_cap, alerts=self._alert_targets)
+        batch = claim(
+            self.engine,
+            names=list(self.leases),
+            queues=list(opts.queues),
+            limit=want,
+            worker=self.worker,
+            leases=self.leases,
+            now=clock.now(),
+            limits=self.limits,
+        )
         self._wake_at = batch.wake_at
         self.summary.claimed += len(batch.tasks)
         self.summary.lost += batch.lost

@@ -159,19 +159,24 @@ CLAIM_LIMIT = bindparam("claim_limit", type_=Integer)
 
 
 # What a claim writes to the tasks it takes (built once, like the claim's SELECT).
-_UNTIL = bindparam("start_until", type_=tasks.c.lease_until.type)
+def _started(until: Any) -> dict[str, Any]:
+    """The claim's writes to a task it takes, leased until ``until``; bind ``start_token``,
+    ``start_worker`` and ``start_now``."""
+    return {
+        "status": RUNNING,
+        "attempts": tasks.c.attempts + 1,
+        "claim_token": bindparam("start_token"),
+        "worker": bindparam("start_worker"),
+        "started_at": bindparam("start_now", type_=tasks.c.started_at.type),
+        "lease_until": until,
+        "claimable_at": until,
+    }
+
+
 START = (
     update(tasks)
     .where(tasks.c.id.in_(bindparam("start_ids", expanding=True)))
-    .values(
-        status=RUNNING,
-        attempts=tasks.c.attempts + 1,
-        claim_token=bindparam("start_token"),
-        worker=bindparam("start_worker"),
-        started_at=bindparam("start_now", type_=tasks.c.started_at.type),
-        lease_until=_UNTIL,
-        claimable_at=_UNTIL,
-    )
+    .values(_started(bindparam("start_until", type_=tasks.c.lease_until.type)))
 )
 
 
@@ -324,23 +329,7 @@ def claim(
                     "start_until": until,
                 },
             )
-    claimed = [
-        Claimed(
-            id=r.id,
-            name=r.name,
-            queue=r.queue,
-            payload=r.payload,
-            attempt=r.attempts + 1,
-            max_attempts=r.max_attempts,
-            key=r.key,
-            scheduled_for=r.scheduled_for,
-            schedule=r.schedule,
-            group=r.group_key,
-            token=token,
-            started_at=now,
-        )
-        for r in chosen
-    ]
+    claimed = _claimed(chosen, token, now, counted=False)
     found = tuple(Lost(r.id, r.name, r.attempts, r.worker, r.id in exhausted) for r in lost)
     return ClaimBatch(
         tasks=claimed,
@@ -401,15 +390,7 @@ def fresh_claim_query(
     return (
         update(t)
         .where(t.c.id.in_(dialects.for_claim(fresh, backend).scalar_subquery()))
-        .values(
-            status=RUNNING,
-            attempts=t.c.attempts + 1,
-            claim_token=bindparam("start_token"),
-            worker=bindparam("start_worker"),
-            started_at=bindparam("start_now", type_=t.c.started_at.type),
-            lease_until=until,
-            claimable_at=until,
-        )
+        .values(_started(until))
         .returning(
             t.c.id,
             t.c.name,
@@ -468,13 +449,21 @@ def claim_fresh(
         # The UPDATE is the whole transaction: its own commit, with no BEGIN or COMMIT sent.
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         rows = sorted(conn.execute(stmt, params).all(), key=lambda r: (-r.priority, r.id))
-    claimed = [
+    claimed = _claimed(rows, token, now, counted=True)
+    return ClaimBatch(tasks=claimed, lost=0, dead=0, seen=len(rows))
+
+
+def _claimed(rows: Iterable[Any], token: str, now: datetime, *, counted: bool) -> list[Claimed]:
+    """The tasks a claim took, from their rows as read before its UPDATE counted the attempt,
+    or (``counted``) as its UPDATE ... RETURNING gave them."""
+    bump = 0 if counted else 1
+    return [
         Claimed(
             id=r.id,
             name=r.name,
             queue=r.queue,
             payload=r.payload,
-            attempt=r.attempts,
+            attempt=r.attempts + bump,
             max_attempts=r.max_attempts,
             key=r.key,
             scheduled_for=r.scheduled_for,
@@ -485,7 +474,6 @@ def claim_fresh(
         )
         for r in rows
     ]
-    return ClaimBatch(tasks=claimed, lost=0, dead=0, seen=len(rows))
 
 
 def register_limits(engine: Engine, defined: Sequence[Limit], now: datetime) -> None:
