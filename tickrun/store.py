@@ -423,8 +423,8 @@ def claim_fresh(
     could hold, in one statement that commits on its own: a notified worker's claim
     (PostgreSQL), one round trip instead of the five of :func:`claim`.
 
-    It sees only new, unheld, pending tasks: whatever else is due is left to the
-    :func:`claim` that follows it.
+    It sees only new tasks that are waiting (pending or retrying) and unheld: whatever else
+    is due is left to the :func:`claim` that follows it.
     """
     names, queues = tuple(names), tuple(queues)
     flow = gate.plan_gate(limits, names, queues, now)
