@@ -23,11 +23,17 @@ web: demo
 	cd examples/demo && TICKRUN_APP=jobs:app TICKRUN_DATABASE_URL=sqlite:///demo.db \
 		$(abspath $(BIN))/tickrun web --allow-actions
 
+# Test processes (pytest-xdist; 0: one process). Most tests wait on subprocesses, servers and
+# leases rather than on a CPU, so two processes more than halve the suite's time on 2 cores.
+# Whole files go to one process each (--dist loadfile): a file's module fixtures are set up
+# once, and tests/test_partition.py's network namespaces are never made by two at once.
+PYTEST_WORKERS ?= 2
+
 test: install
 	$(BIN)/ruff check tickrun tests bench examples
 	$(BIN)/ruff format --check tickrun tests bench examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench.py
