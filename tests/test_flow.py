@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from tests.conftest import tickrun, write_app
 from tests.test_engine import T0, new_app, row
@@ -271,12 +271,22 @@ def test_limits_are_registered_for_stats_and_locks(db_url: str) -> None:
     app.task(name="mail", rate="100/m")(lambda: None)
     app.task(name="pdf", concurrency=2)(lambda: None)
     app.task(name="plain")(lambda: None)
-    store.register_limits(app.engine, app.limits(), T0)
-    store.register_limits(app.engine, app.limits(), s(1))  # idempotent
-    from tickrun.schema import limits
+    begins: list[str] = []
+
+    @event.listens_for(app.engine, "begin")
+    def count(_conn: Any) -> None:
+        begins.append("begin")
+
+    first = store.start_run(app.engine, host="h", worker="h:1", pid=1, now=T0, limits=app.limits())
+    again = store.start_run(
+        app.engine, host="h", worker="h:2", pid=2, now=s(1), limits=app.limits()
+    )
+    assert len(begins) == 2  # a run's start, limits included, is one write transaction
+    from tickrun.schema import limits, runs
 
     with app.engine.connect() as conn:
         stored = {r.scope: r for r in conn.execute(select(limits))}
+        assert list(conn.execute(select(runs.c.id).order_by(runs.c.id)).scalars()) == [first, again]
     assert set(stored) == {"queue:stripe", "task:mail", "task:pdf"}
     assert (stored["queue:stripe"].rate_count, stored["queue:stripe"].rate_period) == (25, 1.0)
     assert stored["queue:stripe"].concurrency == 4
@@ -422,7 +432,7 @@ def test_due_stats_and_check_show_what_limits_hold_back(db_url: str, project: Pa
         limits=app.limits(),
     )
     assert ids(batch) == [*charges[:2], head, syncs[0]]
-    store.register_limits(app.engine, app.limits(), now)
+    store.start_run(app.engine, host="h", worker="h:1", pid=1, now=now, limits=app.limits())
     dead = [c for c in batch.tasks if c.id == head]
     finish(app, store.ClaimBatch(dead, 0, 0), now, DEAD)
 

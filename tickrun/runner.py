@@ -181,8 +181,8 @@ class Runner:
                 worker=self.worker,
                 pid=os.getpid(),
                 now=clock.now(),
+                limits=self.limits,
             )
-            store.register_limits(self.engine, self.limits, clock.now())
             self._deliverer.start()  # alerts earlier runs could not deliver go first
             self.summary.scheduled = self._enqueue_schedules()
             self._guard.start()

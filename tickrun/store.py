@@ -476,13 +476,6 @@ def _claimed(rows: Iterable[Any], token: str, now: datetime, *, counted: bool) -
     ]
 
 
-def register_limits(engine: Engine, defined: Sequence[Limit], now: datetime) -> None:
-    """Record the application's task and queue limits (a run does it as it starts)."""
-    if defined:
-        with engine.begin() as conn:
-            gate.register(conn, defined, now)
-
-
 def _owned(conn: Connection, held: Iterable[Claimed]) -> list[Claimed]:
     """Lock the rows of ``held`` and keep those still under the caller's claim."""
     held = list(held)
@@ -692,8 +685,23 @@ def cancel_waiting(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     )
 
 
-def start_run(engine: Engine, *, host: str, worker: str, pid: int, now: datetime) -> int:
+def start_run(
+    engine: Engine,
+    *,
+    host: str,
+    worker: str,
+    pid: int,
+    now: datetime,
+    limits: Sequence[Limit] = (),
+) -> int:
+    """Record a run that starts, and the application's task and queue limits (what
+    ``stats`` shows, and the rows claims lock); its id.
+
+    One write transaction: overlapping runs that start together each wait for SQLite's write
+    lock once, not once per write.
+    """
     with engine.begin() as conn:
+        gate.register(conn, limits, now)
         return dialects.inserted_id(
             conn.execute(
                 insert(runs).values(
