@@ -132,7 +132,7 @@ def test_a_run_killed_while_delivering_leaves_the_alert_to_the_next_run(
         )
         result = tickrun("run", cwd=project, db=db_url, env=env)
         assert result.returncode == 0, result.stderr  # no task became dead in this run
-        assert "1 alerts sent" in result.stdout, result.stdout
+        assert "1 alert sent" in result.stdout, result.stdout
     finally:
         receiver.close()
     (row,) = alert_rows(engine)

@@ -454,7 +454,7 @@ def test_alerts_lists_undelivered_ones_and_retry_sends_them_now(
     tickrun("enqueue", "doomed", cwd=project, db=db_url, env=env)
     result = tickrun("run", cwd=project, db=db_url, env=env)
     assert result.returncode == 1, result.stderr  # a task became dead; delivery is apart
-    assert "1 alert deliveries failed" in result.stdout
+    assert "1 alert delivery failed" in result.stdout
     assert SECRET not in result.stdout + result.stderr
     assert "HTTP 500" in result.stderr
 

@@ -215,7 +215,7 @@ def test_sigkill_mid_task_loses_nothing(db_url: str, engine: Engine, project: Pa
     result = tickrun("run", cwd=project, db=db_url, env={"TICKRUN_APP": ref})
     assert result.returncode == 0, result.stderr
     assert "claimed 5, succeeded 5" in result.stdout, result.stdout
-    assert f"{len(held)} lost leases" in result.stdout, result.stdout
+    assert f"{len(held)} lost lease" in result.stdout, result.stdout
 
     rows = task_rows(engine)
     assert {rows[i].status for i in ids} == {SUCCEEDED}

@@ -149,7 +149,7 @@ def test_follow_ups_exist_once_after_a_crash_between_return_and_record(
 
     wait_all_due(engine)
     out = rerun(project, db_url, ref)
-    assert "claimed 3, succeeded 3" in out and "1 lost leases" in out, out
+    assert "claimed 3, succeeded 3" in out and "1 lost lease" in out, out
     row = task_rows(engine)[task_id]
     assert (row.status, row.attempts, json.loads(row.result)) == (SUCCEEDED, 2, {"charged": 5})
     assert [(h.attempt, h.outcome) for h in history(engine, task_id)] == [

@@ -17,6 +17,7 @@ from tickrun.durations import format_duration, parse_duration
 from tickrun.errors import Fail, Retry
 from tickrun.execution import TaskContext
 from tickrun.failures import MAX_TEXT_BYTES, bounded, describe
+from tickrun.runner import RunSummary
 
 NOW = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
 
@@ -487,3 +488,15 @@ def test_registration_keeps_the_options() -> None:
     assert [spec.backoff(a) for a in (1, 2, 3)] == [1.0, 2.0, 2.0]
     assert app.task(noop).__name__ == "noop"
     assert "noop" in app.tasks
+
+
+def test_run_summary_counts_read_as_english() -> None:
+    one = RunSummary(run_id=7, worker="h:1", lost=1, stale=1, alerts_sent=1, alerts_failed=1)
+    assert one.line().startswith(
+        "tickrun run 7: claimed 0, succeeded 0, retried 0, dead 0, 1 lost lease, "
+        "1 stale outcome, 1 alert sent, 1 alert delivery failed in "
+    ), one.line()
+    two = RunSummary(run_id=7, worker="h:1", lost=2, stale=2, alerts_sent=2, alerts_failed=2)
+    assert ", 2 lost leases, 2 stale outcomes, 2 alerts sent, 2 alert deliveries failed in " in (
+        two.line()
+    ), two.line()

@@ -105,14 +105,14 @@ class RunSummary:
 
     def line(self) -> str:
         extra = "".join(
-            f", {n} {label}"
-            for n, label in (
-                (self.scheduled, "scheduled"),
-                (self.lost, "lost leases"),
-                (self.released, "released"),
-                (self.stale, "stale outcomes"),
-                (self.alerts_sent, "alerts sent"),
-                (self.alerts_failed, "alert deliveries failed"),
+            f", {n} {one if n == 1 else many}"
+            for n, one, many in (
+                (self.scheduled, "scheduled", "scheduled"),
+                (self.lost, "lost lease", "lost leases"),
+                (self.released, "released", "released"),
+                (self.stale, "stale outcome", "stale outcomes"),
+                (self.alerts_sent, "alert sent", "alerts sent"),
+                (self.alerts_failed, "alert delivery failed", "alert deliveries failed"),
             )
             if n
         )
