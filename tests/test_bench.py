@@ -5,6 +5,7 @@ statuses and attempts add up) fail it with exit code 1. A change to the engine's
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,3 +35,29 @@ def test_the_quick_benchmark_passes_on_sqlite(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for workload in ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"):
         assert f"| {workload} " in done.stdout, workload
+
+
+def test_the_ab_script_reads_both_sides_figures(tmp_path: Path) -> None:
+    """``bench/ab.py`` parses bench.py's per-run lines: a change to their wording breaks it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKRUN_")}
+    log = tmp_path / "ab.jsonl"
+    root = BENCH.parent
+    before = set(BENCH.glob("results-*.json"))
+    try:
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "ab.py"), "--base", str(root), "--head", str(root)]
+            + ["--db", "sqlite", "--workload", "W2", "--rounds", "2", "--log", str(log)]
+            + ["--", "--quick"],
+            env={**env, "TMPDIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        for written in set(BENCH.glob("results-*.json")) - before:
+            written.unlink()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1]
+    assert all(r["base"] > 0 and r["head"] > 0 for r in rows), rows
+    assert "sqlite W2: 2 rounds; base mean / median / sd " in done.stdout, done.stdout
