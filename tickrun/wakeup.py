@@ -2,10 +2,13 @@
 
 * PostgreSQL: LISTEN on a connection of its own. The NOTIFY comes from a trigger on the tasks
   table (tickrun.dialects.install_notify), so it is sent when the enqueueing transaction
-  commits, never for one rolled back. Behind PgBouncer in transaction pooling mode a LISTEN is
-  accepted but its notifications never arrive; a self-test at connect (a NOTIFY from
-  another connection) finds that, and the worker then polls (one line in its log says so).
-  The listener's connection breaking is an outage (:class:`Lost`):
+  commits, never for one rolled back. Before it listens, the waker asks whether a pooler
+  (PgBouncer, ...) relays its connection: there a LISTEN would stay behind on a server
+  connection the pooler shares, and in transaction pooling mode notifications would reach
+  it while no client is linked to it (PgBouncer logs ``got packet 'A' from server when not
+  linked``) and never this worker. Behind a pooler the worker therefore polls, and says so
+  once; on a direct connection a self-test (a NOTIFY from another connection) checks that
+  notifications arrive. The listener's connection breaking is an outage (:class:`Lost`):
   the worker reconnects, then calls :meth:`Waker.connect` to LISTEN again at once.
 * SQLite: the database and WAL files change when another process commits; watching their
   size and modification time costs a ``stat`` every few hundredths of a second, not a query.
@@ -34,7 +37,9 @@ log = logging.getLogger("tickrun")
 SLICE = 0.25  # longest uninterrupted sleep: how soon a stop request is seen
 FILE_CHECK = 0.02  # between two looks at an SQLite database's files
 SELF_TEST = 2.0  # how long a new listener waits for its self-test's notification
-RELISTEN = 30.0  # between two self-tests after one got no notification in SELF_TEST
+# Between two self-tests on a direct connection after one got no notification in SELF_TEST
+# (a server too slow to answer in time, most likely). Never behind a pooler: see the module.
+RELISTEN = 30.0
 
 
 class Lost(Exception):
@@ -119,7 +124,7 @@ class ListenWaker(Waker):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._conn: Any = None
-        self._retry_at: float | None = None  # when to self-test again
+        self._retry_at: float | None = None  # when to self-test again (a direct connection)
         self._never: str | None = None  # why this database cannot have a listener at all
         self._warned = False
 
@@ -127,7 +132,7 @@ class ListenWaker(Waker):
         self.close()
         self._retry_at = None
         if self._never is not None:
-            return  # the driver: decided once, never tried again
+            return  # a pooler or the driver: decided once, never tried again
         try:
             raw = self._engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the server is gone
@@ -157,15 +162,21 @@ class ListenWaker(Waker):
             self._never = "the driver is not psycopg 3"
             return self._never
         conn.autocommit = True
+        if dialects.relayed(conn):
+            self._never = (
+                "a connection pooler such as PgBouncer relays the connection; a LISTEN would "
+                "stay behind on a server connection it shares"
+            )
+            return self._never
         dialects.listen(conn)
-        # From another connection, as an enqueue's trigger sends it: behind PgBouncer the
-        # listener's own NOTIFY would often run on the same server session as its LISTEN
-        # and come back to it, though no other client's ever would.
+        # From another connection, as an enqueue's trigger sends it: through a relay the
+        # listener's own NOTIFY could come back to it on the session of its LISTEN, though
+        # no other client's would.
         with self._engine.begin() as other:
             dialects.notify(other)
         if not any(True for _ in conn.notifies(timeout=SELF_TEST, stop_after=1)):
             self._retry_at = time.monotonic() + RELISTEN
-            return "LISTEN gets no notifications (PgBouncer in transaction pooling mode?)"
+            return f"LISTEN got no notification within {SELF_TEST:g}s; trying again later"
         return None
 
     def _fallback(self, why: str) -> None:
