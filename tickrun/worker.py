@@ -28,7 +28,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tickrun import clock, store, wakeup
-from tickrun.database import describe_db_error, ping
+from tickrun.database import describe_db_error, mask_url, ping
+from tickrun.errors import DatabaseError
 from tickrun.runner import Runner, RunOptions, RunSummary
 
 if TYPE_CHECKING:
@@ -88,7 +89,10 @@ class Worker(Runner):
         self.summary.interrupted = True
 
     def _stopped(self) -> bool:
-        return self._signals > 0 or self._guard.cut_off.is_set()
+        return self._signals > 0 or self._cut_off()
+
+    def _cut_off(self) -> bool:
+        return self._guard.cut_off.is_set()
 
     def _limited(self) -> bool:
         limit = self.options.max_tasks
@@ -131,9 +135,15 @@ class Worker(Runner):
                     if isinstance(exc, SQLAlchemyError) and not transient(exc):
                         raise
                     woken = False
-                    # Stopped with the database still away: the stop's own queries raise.
-                    if not self._reconnect(exc) and isinstance(exc, SQLAlchemyError):
-                        raise
+                    # Stopped with the database still away: the stop cannot release or record
+                    # anything, so that is the error (a run cut off from its leases says so
+                    # instead, after the loop).
+                    if not self._reconnect(exc) and not self._cut_off():
+                        if isinstance(exc, SQLAlchemyError):
+                            raise
+                        raise DatabaseError(
+                            f"database error ({mask_url(self._url)}): {exc}"
+                        ) from None
         finally:
             self._waker.close()
             if self.worker_options.on_beat is not None:
