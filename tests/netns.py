@@ -27,9 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 PREFIX = "tkr"
 NAME = re.compile(rf"^{PREFIX}(\d+)h(\d+)$")
@@ -261,6 +265,15 @@ class Cluster:
 
     def url(self, address: str = "127.0.0.1", database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@{address}:{self.port}/{database}"
+
+    def create_database(self, prefix: str) -> str:
+        """A fresh, empty database named ``prefix`` and a random suffix; its name."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(self.url(), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return name
 
     def pids(self) -> list[int]:
         pidfile = self.data / "postmaster.pid"

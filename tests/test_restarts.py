@@ -19,14 +19,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import func, select
 
 from tests.conftest import REQUIRE, write_app
 from tests.netns import Cluster, cluster_requirements
@@ -81,16 +79,10 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def url(cluster: Cluster) -> Iterator[str]:
     """A fresh database with the tickrun schema on the test's own cluster."""
-    name = f"tickrun_restart_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = cluster.url(database=name)
+    url = cluster.url(database=cluster.create_database("tickrun_restart"))
     init_schema(open_engine(url))
     yield url
-    open_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    open_engine(url).dispose()  # the cluster and its databases go at the module's end
 
 
 def restart(cluster: Cluster, url: str) -> float:
