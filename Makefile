@@ -33,7 +33,7 @@ test: install
 	$(BIN)/ruff check tickrun tests bench examples
 	$(BIN)/ruff format --check tickrun tests bench examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench.py
