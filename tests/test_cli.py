@@ -334,13 +334,15 @@ def test_enqueue_at_and_in(proj: Project) -> None:
         proj("enqueue", "hello", "--payload", '{"name": "c"}', "--in", "10m"),
         proj("enqueue", "hello", "--payload", '{"name": "d"}', "--in", "1h30m"),
         proj("enqueue", "hello", "--payload", '{"name": "e"}', "--in", "45"),
+        proj("enqueue", "hello", "--payload", '{"name": "f"}', "--in", "1w"),
+        proj("enqueue", "hello", "--payload", '{"name": "g"}', "--in", "1m500ms"),
     ]
     after = datetime.now(UTC)
-    assert [r.returncode for r in results] == [0] * 5, [r.stderr for r in results]
+    assert [r.returncode for r in results] == [0] * 7, [r.stderr for r in results]
     run_at = [t["run_at"] for t in proj.tasks()]
     assert run_at[0] == datetime(2099, 1, 2, 1, 4, 5, tzinfo=UTC)
     assert run_at[1] == datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)  # no offset: UTC
-    for when, seconds in zip(run_at[2:], (600, 5400, 45), strict=True):
+    for when, seconds in zip(run_at[2:], (600, 5400, 45, 604800, 60.5), strict=True):
         assert before + timedelta(seconds=seconds) <= when <= after + timedelta(seconds=seconds)
     assert summary_of(proj("run"))[0] == 0  # none of them is due yet
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tickrun import clock, specs
 from tickrun.backoff import BackoffSpec
+from tickrun.durations import Duration
 from tickrun.errors import ConfigError, UnknownTask, UsageError
 from tickrun.flow import Limit, check_limit, parse_rate, queue_scope, task_scope
 from tickrun.specs import ScheduleSpec, TaskSpec
@@ -69,8 +70,8 @@ class App:
         *,
         max_attempts: int = 5,
         backoff: BackoffSpec | None = None,
-        timeout: float | None = None,
-        lease: float = 60,
+        timeout: Duration | None = None,
+        lease: Duration = 60,
         queue: str = "default",
         priority: int = 0,
         name: str | None = None,
@@ -219,7 +220,7 @@ class App:
         payload: Mapping[str, Any] | None = None,
         *,
         key: str | None = None,
-        delay: float | timedelta | None = None,
+        delay: Duration | None = None,
         run_at: datetime | None = None,
         queue: str | None = None,
         priority: int | None = None,

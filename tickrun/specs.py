@@ -17,6 +17,7 @@ from typing import Any
 
 from tickrun import clock
 from tickrun.backoff import BackoffFn, BackoffSpec, as_backoff, exponential
+from tickrun.durations import FORMS, Duration, as_seconds
 from tickrun.errors import ConfigError, PayloadError, ScheduleError, UsageError
 from tickrun.flow import ON_DEAD, Rate, check_limit, group_of, parse_rate
 from tickrun.lifecycle import Status
@@ -101,8 +102,8 @@ def task_spec(
     name: str,
     max_attempts: int,
     backoff: BackoffSpec | None,
-    timeout: float | None,
-    lease: float,
+    timeout: Duration | None,
+    lease: Duration,
     queue: str,
     priority: int,
     context: bool,
@@ -125,10 +126,9 @@ def task_spec(
             f"max_attempts must be an integer from 1 to {_INT32_MAX}, not {max_attempts!r}"
         )
     # Non-finite values would overflow the lease expiry or the child's wait mid-run.
-    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
-        problems.append(f"timeout must be a number of seconds > 0, not {timeout!r}")
-    if not (isinstance(lease, int | float) and 1 <= lease < math.inf):
-        problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
+    if timeout is not None:
+        timeout = _seconds(timeout, "timeout", "> 0", problems, lambda s: 0 < s < math.inf)
+    lease = _seconds(lease, "lease", ">= 1", problems, lambda s: 1 <= s < math.inf)
     if not _is_queue(queue):
         problems.append(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
     if not is_priority(priority):
@@ -152,7 +152,7 @@ def task_spec(
         max_attempts=max_attempts,
         backoff=backoff_fn,
         timeout=timeout,
-        lease=float(lease),
+        lease=lease,
         queue=queue,
         priority=priority,
         context=context,
@@ -163,6 +163,20 @@ def task_spec(
         ordered=ordered,
         on_dead=on_dead,
     )
+
+
+def _seconds(
+    value: Any, what: str, bound: str, problems: list[str], ok: Callable[[float], bool]
+) -> float:
+    """A task option that is a duration (seconds, or a string like ``"30s"``), in seconds; a
+    problem naming the option and its bound when it is not one or is out of bounds."""
+    try:
+        seconds = as_seconds(value, what)
+    except UsageError:
+        seconds = math.nan
+    if not ok(seconds):
+        problems.append(f"{what} must be a duration {bound} ({FORMS}, or seconds), not {value!r}")
+    return seconds
 
 
 def _check_key(
@@ -259,7 +273,7 @@ def task_row(
     payload: Mapping[str, Any] | None,
     *,
     key: str | None = None,
-    delay: float | timedelta | None = None,
+    delay: Duration | None = None,
     run_at: datetime | None = None,
     queue: str | None = None,
     priority: int | None = None,
@@ -311,7 +325,7 @@ def is_priority(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
 
 
-def _when(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:
+def _when(now: datetime, delay: Duration | None, run_at: datetime | None) -> datetime:
     if delay is not None and run_at is not None:
         raise UsageError("give delay or run_at, not both")
     if run_at is not None:
@@ -320,9 +334,12 @@ def _when(now: datetime, delay: float | timedelta | None, run_at: datetime | Non
         return clock.as_utc(run_at)
     if delay is None:
         return now
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if not isinstance(seconds, int | float) or seconds < 0 or not math.isfinite(seconds):
-        raise UsageError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    try:
+        seconds = as_seconds(delay, "delay")
+    except UsageError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise UsageError(f"delay must be a duration >= 0 ({FORMS}, or seconds), not {delay!r}")
     return now + timedelta(seconds=seconds)
 
 
