@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT, ServerDatabases, empty_tables, tickrun, write_app
-from tickrun import App, __version__, store
+from tests.conftest import ROOT, ServerDatabases, cli_env, empty_tables, tickrun, write_app
+from tickrun import App, PayloadError, UsageError, __version__, store
 from tickrun.database import open_engine
 from tickrun.migrations import init_schema
 from tickrun.schema import attempts, runs, tasks
@@ -347,6 +347,113 @@ def test_enqueue_at_and_in(proj: Project) -> None:
     assert summary_of(proj("run"))[0] == 0  # none of them is due yet
 
 
+def test_enqueue_reads_a_payload_too_large_for_a_command_line_from_a_file_or_stdin(
+    proj: Project,
+) -> None:
+    big = {"name": "x" * 300_000}  # one argument may be 128 KiB at most (Linux's MAX_ARG_STRLEN)
+    text = json.dumps(big)
+    (proj.dir / "p.json").write_text(text)
+    results = [
+        proj("enqueue", "hello", "--payload-file", "p.json"),
+        tickrun("enqueue", "hello", "--payload", "-", cwd=proj.dir, env=proj.env, input=text),
+        tickrun("enqueue", "hello", "--payload-file", "-", cwd=proj.dir, env=proj.env, input=text),
+    ]
+    assert [(r.returncode, r.stdout) for r in results] == [(0, "1\n"), (0, "2\n"), (0, "3\n")]
+    assert [json.loads(t["payload"]) for t in proj.tasks()] == [big] * 3
+    with pytest.raises(OSError, match="too long"):
+        proj("enqueue", "hello", "--payload", text)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"[1]", "not an array"),
+        (b"null", "JSON object, not null"),
+        (b"", "invalid JSON"),
+        (b'{"name": "' + b"\xff" + b'"}', "payload from p.json is not valid UTF-8"),
+        (b'{"name": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nested more than 100 levels"),
+        (b'{"name": ' + b"1" * 10_000 + b"}", "more than 4300 digits"),
+    ],
+    ids=["array", "null", "empty", "not-utf8", "deep", "huge-int"],
+)
+def test_a_bad_payload_from_a_file_or_stdin_exits_2(
+    proj: Project, data: bytes, needle: str
+) -> None:
+    (proj.dir / "p.json").write_bytes(data)
+    from_file = proj("enqueue", "hello", "--payload-file", "p.json")
+    assert_error(from_file, 2, needle.replace("not an array", "an array"))
+    stdin = subprocess.run(
+        [sys.executable, "-m", "tickrun", "enqueue", "hello", "--payload", "-"],
+        cwd=proj.dir,
+        env=cli_env(None, proj.env),
+        input=data,
+        capture_output=True,
+        timeout=120,
+    )
+    assert stdin.returncode == 2, stdin.stderr
+    [line] = stdin.stderr.decode().splitlines()
+    assert (
+        line.startswith("error: ")
+        and needle.replace("p.json", "stdin").replace("not an array", "an array") in line
+    ), line
+    assert proj.counts() == (0, 0, 0)
+
+
+NOT_UTF8 = [
+    ["enqueue", "hello", "--payload", '{"name": "a"}', "--key", "k\udcff"],
+    ["enqueue", "hello", "--payload", '{"name": "\udcff"}'],
+    ["due", "--task", "t\udcff"],
+    ["dlq", "--queue", "q\udcff"],
+    ["failures", "--task", "t\udcff"],
+    ["dlq", "retry", "--all", "--task", "t\udcff"],
+    ["check", "--stale", "s\udcff=1h"],
+    ["run", "--queue", "q\udcff"],
+]
+
+
+@pytest.mark.parametrize("args", NOT_UTF8, ids=lambda a: " ".join(a[:2]))
+def test_arguments_that_are_not_utf8_never_reach_the_database(
+    project: Path, db_url: str, args: list[str]
+) -> None:
+    """Bytes that are not UTF-8 (Python keeps them as lone surrogates) made each driver fail
+    mid-statement with a traceback: now one line and exit 2, before the database."""
+    write_app(project, APP)
+    result = tickrun(*args, cwd=project, db=db_url, env={"TICKRUN_APP": "jobs:app"})
+    assert_error(result, 2, "not valid UTF-8")
+    with open_engine(db_url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 0
+
+
+def test_the_python_api_refuses_keys_and_groups_that_are_not_text(db_url: str) -> None:
+    app = App(database_url=db_url)
+
+    @app.task(concurrency_key="account", concurrency=1)
+    def sync(account: str, x: object = None) -> None: ...
+
+    with pytest.raises(UsageError, match="key .* is not valid Unicode text"):
+        app.enqueue("sync", {"account": "a"}, key="k\udcff")
+    with pytest.raises(UsageError, match="group .* is not valid Unicode text"):
+        app.enqueue("sync", {"account": "a"}, group="g\udcff")
+    with pytest.raises(PayloadError, match="not valid Unicode text"):
+        app.enqueue("sync", {"account": "a\udcff"})
+    with pytest.raises(PayloadError, match="nested more than 100 levels"):
+        app.enqueue("sync", {"account": "a", "x": _nested(100)})  # 101 levels with the object
+    with pytest.raises(PayloadError, match="nested more than 100 levels"):
+        app.enqueue("sync", {"account": "a", "x": _nested(5000)})  # json.dumps itself gives up
+    with open_engine(db_url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar_one() == 0
+    assert app.enqueue("sync", {"account": "a", "x": _nested(99)}) > 0  # 100 levels: allowed
+
+
+def _nested(levels: int) -> list:
+    """An array in an array ... ``levels`` deep."""
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 # -- run -------------------------------------------------------------------------------------
 
 
@@ -396,7 +503,46 @@ BAD_INPUTS = [
     pytest.param(["enqueue", "hello", "--payload", "{bad"], "invalid JSON", id="invalid-json"),
     pytest.param(["enqueue", "hello", "--payload", "[1, 2]"], "an array", id="json-array"),
     pytest.param(["enqueue", "hello", "--payload", '"x"'], "JSON object", id="json-string"),
-    pytest.param(["enqueue", "hello", "--payload", "null"], "JSON object", id="json-null"),
+    pytest.param(["enqueue", "hello", "--payload", "null"], "JSON object, not null", id="null"),
+    pytest.param(["enqueue", "hello", "--payload", "[" * 1000 + "]" * 1000], "nested", id="deep"),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": "a", "x": ' + "[" * 101 + "]" * 101 + "}"],
+        "nested more than 100 levels",
+        id="deep-101",
+    ),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": ' + "9" * 5000 + "}"],
+        "more than 4300 digits",
+        id="huge-int",
+    ),
+    pytest.param(["enqueue", "hello", "--payload", "5" * 5000], "4300 digits", id="huge-top"),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": "\udcff"}'],
+        "not valid UTF-8",
+        id="payload-not-utf8",
+    ),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": "a"}', "--key", "k\udcff"],
+        "'k\\xff' is not valid UTF-8",
+        id="key-not-utf8",
+    ),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": "a"}', "--group", "g\udcff"],
+        "--group",
+        id="group-not-utf8",
+    ),
+    pytest.param(["run", "--worker", "w\udcff"], "--worker", id="worker-not-utf8"),
+    pytest.param(["due", "--queue", "q\udcff"], "--queue", id="due-queue-not-utf8"),
+    pytest.param(
+        ["enqueue", "hello", "--payload", "{}", "--payload-file", "p.json"],
+        "give --payload or --payload-file, not both",
+        id="payload-twice",
+    ),
+    pytest.param(
+        ["enqueue", "hello", "--payload-file", "missing.json"],
+        "cannot read payload from missing.json",
+        id="payload-file-missing",
+    ),
     pytest.param(["enqueue", "hello", "--payload", '{"name": NaN}'], "JSON", id="json-nan"),
     pytest.param(["enqueue", "hello", "--payload", "{}"], "does not fit hello", id="missing-arg"),
     pytest.param(
@@ -420,7 +566,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         ["enqueue", "hello", "--payload", '{"name": "a"}', "--at", "2030-01-01", "--in", "1m"],
-        None,
+        "give --at or --in, not both",
         id="at-and-in",
     ),
     pytest.param(

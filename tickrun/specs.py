@@ -10,6 +10,7 @@ import inspect
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from tickrun import clock
 from tickrun.backoff import BackoffFn, BackoffSpec, as_backoff, exponential
 from tickrun.durations import FORMS, Duration, as_seconds
 from tickrun.errors import ConfigError, PayloadError, ScheduleError, UsageError
-from tickrun.flow import ON_DEAD, Rate, check_limit, group_of, parse_rate
+from tickrun.flow import ON_DEAD, Rate, check_limit, group_of, is_text, parse_rate
 from tickrun.lifecycle import Status
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -259,13 +260,64 @@ def encode_payload(spec: TaskSpec, payload: Mapping[str, Any] | None) -> str:
     """The payload as stored: a JSON object that fits the handler, else PayloadError."""
     payload = {} if payload is None else payload
     if not isinstance(payload, Mapping):
-        raise PayloadError(f"payload must be a JSON object, not {_json_kind(payload)}")
+        raise PayloadError(f"payload must be a JSON object, not {json_kind(payload)}")
     try:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise PayloadError(TOO_DEEP) from None
     except (TypeError, ValueError) as exc:
-        raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
+        raise PayloadError(f"payload is not JSON-serialisable: {_one_line(exc)}") from None
+    # Counting brackets costs next to nothing; only a payload with this many walks its nesting.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(payload, MAX_DEPTH):
+        raise PayloadError(TOO_DEEP)
     spec.bind(payload)
     return text
+
+
+# Deep enough for any real payload, far from where json and a run's stack give up (about
+# 1,000 levels, fewer in a handler's thread): what is stored can always be decoded again.
+MAX_DEPTH = 100
+TOO_DEEP = f"payload is nested more than {MAX_DEPTH} levels deep"
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels in ``value`` (no recursion:
+    the point is values too deep for it)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def decode_payload(text: str) -> dict[str, Any]:
+    """A payload as a user writes it (``tickrun enqueue --payload``): a JSON object, else
+    PayloadError, one line, whatever the text holds."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise PayloadError(TOO_DEEP) from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON payload: {_one_line(exc)}") from None
+    except ValueError:  # the only other: an integer longer than Python converts
+        raise PayloadError(
+            f"invalid JSON payload: an integer has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    if not isinstance(value, dict):
+        raise PayloadError(f"payload must be a JSON object, not {json_kind(value)}")
+    return value
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def task_row(
@@ -284,8 +336,11 @@ def task_row(
 ) -> dict[str, Any]:
     """The checked row for a new task; raises before anything touches the database."""
     text = encode_payload(spec, payload)
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
-        raise UsageError("key must be a string of 1 to 255 characters")
+    if key is not None:
+        if not isinstance(key, str) or not 0 < len(key) <= 255:
+            raise UsageError("key must be a string of 1 to 255 characters")
+        if not is_text(key):
+            raise UsageError(f"key {key!r} is not valid Unicode text")
     if priority is not None and not is_priority(priority):
         raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
     if queue is not None and not _is_queue(queue):
@@ -343,11 +398,16 @@ def _when(now: datetime, delay: Duration | None, run_at: datetime | None) -> dat
     return now + timedelta(seconds=seconds)
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a value that should have been an object is, in JSON's words: ``an array``,
+    ``a string``, ``null``, ``true``, ``5``."""
     if isinstance(value, list | tuple):
         return "an array"
     if isinstance(value, str):
         return "a string"
     if value is None or isinstance(value, bool | int | float):
-        return f"{json.dumps(value)}"
+        try:
+            return json.dumps(value)
+        except ValueError:  # an integer of more digits than int_max_str_digits
+            return "a number"
     return type(value).__name__

@@ -142,6 +142,20 @@ def formats(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(wrapper)
 
 
+def utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A callback for strings that reach the database (a name, key, queue, worker): text,
+    not bytes that are not UTF-8, which Python keeps as lone surrogates and the drivers fail
+    on mid-statement. Takes one value or a tuple (``multiple=True``)."""
+    from tickrun.flow import is_text
+
+    for text in value if isinstance(value, tuple) else (value,):
+        if isinstance(text, str) and not is_text(text):
+            # As typed: b"k\xff" shows as 'k\xff', not as Python's 'k\udcff'.
+            typed = repr(text.encode("utf-8", "surrogateescape"))[1:]
+            raise click.BadParameter(f"{typed} is not valid UTF-8", ctx, param)
+    return value
+
+
 def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
     from tickrun.durations import parse_duration
 

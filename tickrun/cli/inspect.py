@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx, utf8
 from tickrun.errors import TickrunError, UsageError
 from tickrun.output import Column
 
@@ -91,8 +91,8 @@ DLQ_COLUMNS = [
 
 
 @cli.command()
-@click.option("--queue", help="Only this queue.")
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", callback=utf8, help="Only this queue.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
 @common
@@ -132,8 +132,8 @@ def since_option(help_text: str) -> Callable[[_F], _F]:
 
 @cli.command()
 @since_option("How far back.")
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
-@click.option("--queue", help="Only tasks of this queue.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", callback=utf8, help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N attempts.")
 @formats
 @common
@@ -170,8 +170,8 @@ def failures(
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
-@click.option("--queue", help="Only tasks of this queue.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", callback=utf8, help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
 @common
@@ -200,7 +200,13 @@ def dlq(
 @dlq.command("retry")
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--all", "all_dead", is_flag=True, help="Every dead task (of --task, if given).")
-@click.option("--task", "task_name", metavar="NAME", help="With --all: only tasks of this name.")
+@click.option(
+    "--task",
+    "task_name",
+    callback=utf8,
+    metavar="NAME",
+    help="With --all: only tasks of this name.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would move; change nothing.")
 @common
 @pass_ctx
@@ -232,7 +238,7 @@ def dlq_retry(
     callback=duration,
     help="Only tasks dead for longer than this, e.g. 30d.",
 )
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
 @common
 @pass_ctx
@@ -486,6 +492,7 @@ def _stale_bounds(
         name, sep, text = value.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{value!r}: use SCHEDULE=DURATION, e.g. nightly=25h")
+        utf8(_ctx, _param, name)
         try:
             bounds[name] = parse_duration(text)
         except UsageError as exc:
