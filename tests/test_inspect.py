@@ -958,7 +958,7 @@ BAD_INPUT = [
     (["show", "abc"], "not a valid integer"),
     (["show"], "Missing argument"),
     (["show", "{dead}", "--format", "xml"], "--format"),
-    (["stats", "--since", "1w"], "invalid duration"),
+    (["stats", "--since", "1y"], "invalid duration"),
     (["stats", "--format", "html"], "--format"),
     (["cancel"], "Missing argument"),
     (["cancel", "{pending}", "{unknown}"], "no task with id {unknown}"),
