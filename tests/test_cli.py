@@ -678,6 +678,76 @@ def test_application_that_cannot_be_loaded_exits_2(
     assert proj.counts() == before
 
 
+EVERY_COMMAND = [
+    ["init"],
+    ["due"],
+    ["failures"],
+    ["dlq"],
+    ["dlq", "retry", "--all"],
+    ["dlq", "purge"],
+    ["show", "1"],
+    ["stats"],
+    ["schedules"],
+    ["runs"],
+    ["cancel", "1"],
+    ["prune", "--older-than", "1d"],
+    ["check"],
+    ["alerts"],
+    ["metrics"],
+]
+
+
+@pytest.mark.parametrize(("source", "ref", "needle"), [BAD_APPS[0], BAD_APPS[3], BAD_APPS[4]])
+def test_a_given_application_that_cannot_be_loaded_is_an_error_for_every_command(
+    proj: Project, source: str | None, ref: str, needle: str
+) -> None:
+    """Listing commands used to ignore it when the database came from elsewhere: a table,
+    exit 0, and the typo unnoticed."""
+    if source is not None:
+        (proj.dir / "broken.py").write_text(source)
+    proj.seed()
+    before = proj.counts()
+    commands = [[*args, "--app", ref] for args in EVERY_COMMAND]
+    for args, result in zip(commands, run_all(commands, proj.dir, proj.url), strict=True):
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert_error(result, 2, needle)
+    assert proj.counts() == before
+
+
+def test_an_unknown_task_name_in_a_filter_is_an_error_naming_the_registered_tasks(
+    proj: Project,
+) -> None:
+    proj.seed()
+    retired = App()
+    retired.task(name="retired")(lambda: None)
+    with open_engine(proj.url).begin() as conn:
+        [(dead_id, _)] = store.insert_tasks(conn, [retired.task_row("retired", {})])
+        conn.execute(tasks.update().where(tasks.c.id == dead_id).values(status="dead"))
+    before = proj.counts()
+    for args in (
+        ["due", "--task", "helo"],
+        ["failures", "--task", "helo"],
+        ["dlq", "--task", "helo"],
+        ["dlq", "retry", "--all", "--task", "helo"],
+        ["dlq", "purge", "--task", "helo"],
+        # Retried, tasks no handler registers would only wait: refused even with rows.
+        ["dlq", "retry", "--all", "--task", "retired"],
+    ):
+        line = assert_error(proj(*args), 2, "unknown task")
+        assert f"unknown task '{args[-1]}' (registered: doomed, flaky, hello)" in line, line
+    assert proj.counts() == before
+    # A name whose handler is gone can still be listed and purged: its rows are there.
+    listed = proj("dlq", "--task", "retired", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(listed.stdout)] == [dead_id]
+    purged = proj("dlq", "purge", "--task", "retired")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith(f"purged 1 dead task and their history: {dead_id}")
+    # Without an application there is nothing to check a name against: a filter.
+    unloaded = proj("due", "--task", "helo", env={"TICKRUN_APP": ""})
+    assert (unloaded.returncode, unloaded.stdout) == (0, "(nothing due)\n")
+
+
 @pytest.mark.parametrize("args", COMMANDS[1:], ids=lambda a: a[0])
 def test_commands_before_init_exit_2_and_create_no_file(project: Path, args: list[str]) -> None:
     write_app(project, APP)

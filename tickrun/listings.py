@@ -173,6 +173,13 @@ def failures(
     return rows
 
 
+def has_tasks(engine: Engine, name: str) -> bool:
+    """Whether any task of this name is stored (a name the application no longer registers
+    may still have rows to list or purge). Asked only for such names: it reads the table."""
+    with engine.connect() as conn:
+        return conn.execute(select(_T.c.id).where(_T.c.name == name).limit(1)).first() is not None
+
+
 def dead_select() -> Select[Any]:
     """The columns of a dead-letter row (DLQ_FIELDS), as ``dlq`` lists them."""
     return select(

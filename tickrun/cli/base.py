@@ -66,6 +66,9 @@ class Context:
     def engine(self, *, schema: bool = True, create: bool = False) -> Engine:
         from tickrun.database import check_exists, open_engine, require_schema
 
+        # A configured application that cannot be imported is an error for every command,
+        # not only for those that need it: a typo must not pass unnoticed behind a table.
+        self.app(required=False)
         setting = self.database_setting()
         self.url = setting.value
         if not create:
@@ -76,6 +79,20 @@ class Context:
         if self._app is not None:
             self._app.use_database(self.url)
         return engine
+
+    def check_task_name(self, engine: Engine, name: str | None, *, stored: bool = True) -> None:
+        """A ``--task`` filter: with an application loaded, a name it does not register is an
+        error naming those it does (a typo would otherwise match nothing, silently), unless
+        ``stored`` and tasks of that name are in the database (a handler since removed)."""
+        app = self.app(required=False)
+        if name is None or app is None or name in app.tasks:
+            return
+        if stored:
+            from tickrun.listings import has_tasks
+
+            if has_tasks(engine, name):
+                return
+        app.spec(name)  # raises UnknownTask with the registered names
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)

@@ -112,7 +112,9 @@ def due(
     from tickrun import clock, listings
     from tickrun.output import render
 
-    rows = listings.due(ctx.engine(), clock.now(), queue=queue, task=task_name, limit=limit)
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
+    rows = listings.due(engine, clock.now(), queue=queue, task=task_name, limit=limit)
     # Without flow control the two columns would only narrow the others: shown when used.
     columns = [c for c in DUE_COLUMNS if c.field not in OPTIONAL or any(r[c.field] for r in rows)]
     click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", columns))
@@ -154,9 +156,9 @@ def failures(
     from tickrun.output import render
 
     now = clock.now()
-    rows = listings.failures(
-        ctx.engine(), now, since=since, task=task_name, queue=queue, limit=limit
-    )
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
+    rows = listings.failures(engine, now, since=since, task=task_name, queue=queue, limit=limit)
     columns = [
         Column("id", align="right"),
         Column("task", shrink=10, shrink_last=True),
@@ -191,7 +193,9 @@ def dlq(
             # `tickrun dlq --task X purge` must not purge every task's dead rows.
             raise UsageError("put --task after the subcommand, e.g. tickrun dlq purge --task NAME")
         return
-    rows = listings.dead(ctx.engine(), task=task_name, queue=queue, limit=limit)
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
+    rows = listings.dead(engine, task=task_name, queue=queue, limit=limit)
     click.echo(
         render(rows, listings.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
     )
@@ -225,8 +229,11 @@ def dlq_retry(
         raise UsageError("--task goes with --all: tickrun dlq retry --all --task NAME")
     if not ids and not all_dead:
         raise UsageError("give the ids of the dead tasks to retry, or --all")
+    engine = ctx.engine()
+    # Retried tasks of a name no handler registers would only wait: no stored-name escape.
+    ctx.check_task_name(engine, task_name, stored=False)
     moved = maintenance.retry_dead(
-        ctx.engine(), clock.now(), ids=ids or None, task=task_name, dry_run=dry_run
+        engine, clock.now(), ids=ids or None, task=task_name, dry_run=dry_run
     )
     _report(moved, "retry", "retried", "back to pending, due now", dry_run)
 
@@ -249,8 +256,10 @@ def dlq_purge(ctx: Context, older_than: float | None, task_name: str | None, dry
     """
     from tickrun import clock, maintenance
 
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
     moved = maintenance.purge_dead(
-        ctx.engine(), clock.now(), older_than=older_than, task=task_name, dry_run=dry_run
+        engine, clock.now(), older_than=older_than, task=task_name, dry_run=dry_run
     )
     _report(moved, "purge", "purged", "and their history", dry_run)
 
