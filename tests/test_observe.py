@@ -293,6 +293,70 @@ def test_text_logs_name_the_task_of_handler_lines(db_url: str, project: Path) ->
     assert bad.returncode == 2 and "error: " in bad.stderr
 
 
+TALKATIVE = """
+from tickrun import App
+
+app = App()
+
+
+@app.task(context=True)
+def in_thread(ctx):
+    ctx.logger.info("info from the thread")
+    ctx.logger.debug("debug from the thread")
+
+
+@app.task(context=True, timeout=60)
+def in_child(ctx):
+    ctx.logger.info("info from the child")
+    ctx.logger.debug("debug from the child")
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "shown"),
+    [
+        ([], {}, {"info"}),  # the default: the README's ctx.logger.info example shows
+        (["--log-level", "debug"], {}, {"info", "debug"}),
+        ([], {"TICKRUN_LOG_LEVEL": "warning"}, set()),
+        (["--log-level", "WARNING"], {"TICKRUN_LOG_LEVEL": "debug"}, set()),  # the flag wins
+        (["--log-format", "json"], {}, {"info"}),
+    ],
+    ids=["default", "debug", "env-warning", "flag-over-env", "json"],
+)
+def test_log_level_of_the_handlers_lines_in_threads_and_child_processes(
+    project: Path, flags: list[str], env: dict[str, str], shown: set[str]
+) -> None:
+    db = f"sqlite:///{project / 'tickrun.db'}"
+    env = {"TICKRUN_APP": write_app(project, TALKATIVE), **env}
+    assert tickrun("init", cwd=project, db=db).returncode == 0
+    for name in ("in_thread", "in_child"):
+        assert tickrun("enqueue", name, cwd=project, db=db, env=env).returncode == 0
+    result = tickrun("run", *flags, cwd=project, db=db, env=env)
+    assert result.returncode == 0, result.stderr
+    for where in ("thread", "child"):
+        for level in ("info", "debug"):
+            assert (f"{level} from the {where}" in result.stderr) == (level in shown), (
+                where,
+                level,
+                result.stderr,
+            )
+    assert "SELECT" not in result.stderr  # other libraries' INFO (SQLAlchemy's SQL) stays out
+    # In text, the summary is on stdout, not repeated on stderr; JSON logs carry it.
+    assert ("tickrun run " in result.stderr) == ("json" in flags)
+
+
+def test_a_bad_log_level_is_an_error(project: Path) -> None:
+    for args, env in (
+        (["--log-level", "loud"], {}),
+        ([], {"TICKRUN_LOG_LEVEL": "loud"}),
+    ):
+        result = tickrun("run", *args, cwd=project, db="sqlite:///x.db", env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and "loud" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert list(project.iterdir()) == []
+
+
 # -- pings ------------------------------------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ class Observe:
     log_format: str = "text"
     metrics_file: str | None = None
     ping_url: str | None = None
+    log_level: str = "info"
 
     def check(self) -> None:
         """Bad values are one-line errors before anything runs or is sent."""
@@ -73,7 +74,9 @@ class Observe:
     def start(self) -> None:
         from tickrun import logs
 
-        logs.setup(self.log_format)
+        # Child processes (tasks with a timeout) read their level from the environment.
+        os.environ[logs.LEVEL_ENV] = self.log_level
+        logs.setup(self.log_format, self.log_level)
         self.ping("/start", "")
 
     def ping(self, suffix: str, body: str) -> None:
@@ -109,19 +112,31 @@ class Observe:
 
 
 def observability(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--log-format``, ``--metrics-file`` and ``--ping-url``, resolved into one ``observe``."""
-    from tickrun.logs import FORMATS
+    """``--log-format``, ``--log-level``, ``--metrics-file`` and ``--ping-url``, resolved into
+    one ``observe``."""
+    from tickrun.logs import DEFAULT_LEVEL, FORMATS, LEVEL_ENV, LEVELS
 
     @functools.wraps(fn)
     def wrapper(
         *args: Any,
         log_format: str,
+        log_level: str,
         metrics_file: str | None,
         ping_url: str | None,
         **kwargs: Any,
     ) -> Any:
-        observe = Observe(log_format, metrics_file or None, ping_url or None)
+        observe = Observe(log_format, metrics_file or None, ping_url or None, log_level.lower())
         return fn(*args, observe=observe, **kwargs)
+
+    wrapper = click.option(
+        "--log-level",
+        type=click.Choice(LEVELS, case_sensitive=False),
+        default=DEFAULT_LEVEL,
+        show_default=True,
+        envvar=LEVEL_ENV,
+        help="The least severe log lines shown of tickrun and of the handlers' ctx.logger "
+        f"(other libraries: warning and up) (env {LEVEL_ENV}).",
+    )(wrapper)
 
     wrapper = click.option(
         "--ping-url",
