@@ -276,6 +276,31 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, servers: ServerDataba
     return url
 
 
+@pytest.fixture(params=BACKENDS)
+def bare_url(
+    request: pytest.FixtureRequest, tmp_path: Path, servers: ServerDatabases
+) -> Iterator[str]:
+    """A database without tickrun's schema (before ``tickrun init``), dropped after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bare.db'}"
+        return
+    servers.get(request.param)  # skips or fails as every server test does, with the reason
+    name = f"tickrun_test_{uuid.uuid4().hex[:10]}_bare"
+    admin = create_engine(SERVERS[request.param], isolation_level="AUTOCOMMIT")
+    quoted = f'"{name}"' if request.param == "postgresql" else f"`{name}`"
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {quoted}"))
+    url = make_url(SERVERS[request.param]).set(database=name).render_as_string(False)
+    try:
+        yield url
+    finally:
+        open_engine(url).dispose()
+        force = " WITH (FORCE)" if request.param == "postgresql" else ""
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+        admin.dispose()
+
+
 @pytest.fixture
 def backend(db_url: str) -> str:
     name = make_url(db_url).get_backend_name()

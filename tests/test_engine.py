@@ -27,6 +27,7 @@ from tickrun import (
     Fail,
     PayloadError,
     Retry,
+    SchemaError,
     TaskContext,
     UnknownTask,
     dialects,
@@ -35,6 +36,7 @@ from tickrun import (
 from tickrun.database import open_engine
 from tickrun.failures import MAX_TEXT_BYTES
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
+from tickrun.migrations import init_schema
 from tickrun.runner import Runner, RunOptions, RunSummary, run
 from tickrun.schema import attempts, runs, tasks
 
@@ -790,6 +792,30 @@ def test_a_bad_payload_raises_before_touching_the_transaction(db_url: str) -> No
         with pytest.raises(PayloadError):
             app.enqueue("hello", {"nom": "x"}, connection=conn)
     assert count(app.engine) == 1
+
+
+def test_enqueue_before_tickrun_init_raises_the_schema_error(bare_url: str) -> None:
+    """Not the driver's "no such table" with the SQL: tickrun's SchemaError, saying what to do."""
+    app = simple_app(bare_url)
+    calls = {
+        "enqueue": lambda: app.enqueue("hello", {"name": "a"}),
+        "enqueue with a key": lambda: app.enqueue("hello", {"name": "a"}, key="k"),
+        "enqueue_many": lambda: app.enqueue_many([("hello", {"name": "a"})]),
+        "status": lambda: app.status(1),
+    }
+    for what, call in calls.items():
+        with pytest.raises(SchemaError, match="no tickrun schema: run `tickrun init`") as info:
+            call()
+        assert "\n" not in str(info.value) and "INSERT" not in str(info.value), what
+        assert isinstance(info.value.__cause__, DBAPIError), what  # the driver's error, kept
+    with (
+        app.engine.connect() as conn,
+        pytest.raises(SchemaError, match="tickrun init"),
+        conn.begin(),
+    ):
+        app.enqueue("hello", {"name": "a"}, connection=conn)
+    init_schema(app.engine)
+    assert app.enqueue("hello", {"name": "a"}) == 1
 
 
 def test_idempotency_key_returns_the_existing_task(db_url: str) -> None:

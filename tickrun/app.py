@@ -259,11 +259,15 @@ class App:
         from tickrun.schema import tasks
 
         values = self.task_row(task, payload, **options)
-        if connection is None and values["key"] is None:
-            return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
-        [(task_id, duplicate)] = self._in_transaction(
-            connection, lambda c: store.insert_tasks(c, [values]), needs_transaction=False
-        )
+        try:
+            if connection is None and values["key"] is None:
+                return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
+            [(task_id, duplicate)] = self._in_transaction(
+                connection, lambda c: store.insert_tasks(c, [values]), needs_transaction=False
+            )
+        except Exception as exc:
+            self._explain(connection, exc)
+            raise
         return Enqueued(task_id, duplicate)
 
     def enqueue_many(
@@ -280,8 +284,23 @@ class App:
         rows = [self.task_row(name, payload, now=now) for name, payload in items]
         if not rows:
             return []
-        inserted = self._in_transaction(connection, lambda c: store.insert_tasks(c, rows))
+        try:
+            inserted = self._in_transaction(connection, lambda c: store.insert_tasks(c, rows))
+        except Exception as exc:
+            self._explain(connection, exc)
+            raise
         return sorted(task_id for task_id, _ in inserted)
+
+    def _explain(self, connection: Any, exc: Exception) -> None:
+        """Raise SchemaError ("run tickrun init") when ``exc`` failed for want of tickrun's
+        tables, judged on the caller's database when given a connection, else on ours."""
+        from tickrun.database import explain_missing_schema
+
+        try:
+            engine = self.engine if connection is None else _as_connection(connection).engine
+        except Exception:  # noqa: BLE001 - no engine to look at: the original error stands
+            return
+        explain_missing_schema(engine, exc)
 
     def _in_transaction(
         self, connection: Any, work: Callable[[Connection], T], *, needs_transaction: bool = True
@@ -311,7 +330,11 @@ class App:
         from tickrun.status import lookup
 
         _check_lookup(task_id, key)
-        return lookup(self.engine, task_id=task_id, key=key)
+        try:
+            return lookup(self.engine, task_id=task_id, key=key)
+        except Exception as exc:
+            self._explain(None, exc)
+            raise
 
     def wait(
         self,

@@ -107,6 +107,24 @@ def require_schema(engine: Engine) -> None:
         )
 
 
+def explain_missing_schema(engine: Engine, exc: BaseException) -> None:
+    """Raise the SchemaError that says to run ``tickrun init`` when ``exc`` is a statement that
+    failed for want of tickrun's tables (``no such table``, ``relation does not exist``,
+    ``Table doesn't exist``, a missing column); return otherwise, for the caller to re-raise.
+
+    Called only after a failure, and looks at the schema on a connection of its own (the
+    failed one may be in an aborted transaction): statements that succeed pay nothing.
+    """
+    if not isinstance(exc, OperationalError | ProgrammingError):
+        return
+    try:
+        require_schema(engine)
+    except SchemaError as missing:
+        raise missing from exc
+    except SQLAlchemyError:
+        return  # the database itself is the trouble: the original error says more
+
+
 def describe_db_error(exc: SQLAlchemyError, url: str) -> DatabaseError:
     """A one-line DatabaseError for a driver failure, with any password scrubbed."""
     orig = getattr(exc, "orig", None) or exc
