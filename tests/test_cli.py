@@ -788,6 +788,48 @@ def test_a_malformed_database_url_exits_2(project: Path, url: str, args: list[st
     assert sorted(p.name for p in project.iterdir()) == ["jobs.py"]
 
 
+@pytest.mark.parametrize(
+    ("backend", "schemes"),
+    [("postgresql", ["postgres", "postgresql"]), ("mysql", ["mysql", "mariadb"])],
+)
+def test_the_short_url_schemes_use_the_installed_driver(
+    project: Path, servers: ServerDatabases, backend: str, schemes: list[str]
+) -> None:
+    """``mysql://`` asked for MySQLdb (not installed) and ``postgres://`` was not a dialect."""
+    full = servers.get(backend)
+    empty_tables(full)
+    write_app(project, APP)
+    env = {"TICKRUN_APP": "jobs:app"}
+    for scheme in schemes:
+        url = scheme + "://" + full.partition("://")[2]
+        assert tickrun("init", cwd=project, db=url).returncode == 0
+        added = tickrun(
+            "enqueue", "hello", "--payload", '{"name": "a"}', cwd=project, db=url, env=env
+        )
+        assert added.returncode == 0, added.stderr
+        listed = tickrun("due", "--json", cwd=project, db=url, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert int(added.stdout) in [row["id"] for row in json.loads(listed.stdout)]
+        app = App(database_url=url)  # the Python API reads them alike
+        app.task(name="hello")(lambda name: None)
+        assert app.status(int(added.stdout)) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("postgresql+psycopg2://u@127.0.0.1/x", "write postgresql+psycopg:// or postgresql://"),
+        ("mysql+mysqldb://u@127.0.0.1/x", "write mysql+pymysql:// or mysql://"),
+    ],
+)
+def test_a_driver_that_is_not_installed_says_which_url_to_write(
+    project: Path, url: str, hint: str
+) -> None:
+    result = tickrun("due", cwd=project, db=url)
+    assert_error(result, 2, "database driver missing")
+    assert hint in result.stderr
+
+
 # -- passwords -------------------------------------------------------------------------------
 
 ALL_COMMANDS = [
