@@ -345,15 +345,27 @@ def test_log_level_of_the_handlers_lines_in_threads_and_child_processes(
     assert ("tickrun run " in result.stderr) == ("json" in flags)
 
 
-def test_a_bad_log_level_is_an_error(project: Path) -> None:
-    for args, env in (
-        (["--log-level", "loud"], {}),
-        ([], {"TICKRUN_LOG_LEVEL": "loud"}),
-    ):
-        result = tickrun("run", *args, cwd=project, db="sqlite:///x.db", env=env)
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--log-level", "loud"], {}, "invalid --log-level 'loud': use one of debug, info,"),
+        ([], {"TICKRUN_LOG_LEVEL": "loud"}, "invalid TICKRUN_LOG_LEVEL 'loud'"),
+        (["--log-format", "jsno"], {}, "invalid --log-format 'jsno': use one of text, json"),
+        ([], {"TICKRUN_LOG_FORMAT": "jsno"}, "invalid TICKRUN_LOG_FORMAT 'jsno'"),
+        ([], {"TICKRUN_PING_URL": "htps//hc-ping.com/x"}, "invalid TICKRUN_PING_URL 'htps//"),
+        (["--ping-url", "x"], {}, "invalid --ping-url 'x'"),
+        ([], {"TICKRUN_METRICS_FILE": "/nonexistent/x.prom"}, "TICKRUN_METRICS_FILE /nonexis"),
+    ],
+)
+def test_a_bad_value_names_the_flag_or_variable_it_came_from(
+    project: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    """A typo in an environment variable blamed the flag nobody typed."""
+    for command in ("run", "worker"):
+        result = tickrun(command, *args, cwd=project, db="sqlite:///x.db", env=env)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error: ") and "loud" in result.stderr
-        assert len(result.stderr.splitlines()) == 1
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("error: ") and message in line, line
     assert list(project.iterdir()) == []
 
 

@@ -588,6 +588,8 @@ def test_tickrun_web_start_up_refusals(db_url: str, project: Path) -> None:
     refused = web("--bind", "0.0.0.0:0", "--allow-actions")
     assert refused.returncode == 2
     assert "needs TICKRUN_WEB_TOKEN" in one_line(refused)
+    every_interface = web("--bind", ":0", "--allow-actions")
+    assert "--allow-actions on 0.0.0.0, which is not a loopback" in one_line(every_interface)
     short = web("--allow-actions", env={"TICKRUN_WEB_TOKEN": "abc"})
     assert short.returncode == 2 and "too short" in one_line(short)
     for bind in ("nonsense", "127.0.0.1:99999", "::1:8080", "[::1]8080"):
@@ -627,6 +629,22 @@ def test_notices_say_who_can_reach_what(project: Path, tmp_path: Path) -> None:
     finally:
         code, err = server.stop()
     assert "notice" not in err
+
+
+def test_bind_to_a_port_alone_serves_every_interface_and_says_so(
+    project: Path, tmp_path: Path
+) -> None:
+    """``--bind :PORT`` said "serving on  without TICKRUN_WEB_TOKEN" (an empty host)."""
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert tickrun("init", cwd=project, db=db).returncode == 0
+    server = Server(project, db, "--bind", ":0")  # the last --bind wins
+    try:
+        assert server.url.startswith("http://0.0.0.0:")
+        assert server.get("/")[0] == 200
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+    assert "notice: serving on 0.0.0.0 without TICKRUN_WEB_TOKEN" in err, err
 
 
 def test_schedules_come_from_the_configured_application(db_url: str, project: Path) -> None:

@@ -173,6 +173,31 @@ def utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+def given_as(ctx: click.Context, name: str) -> str:
+    """How parameter ``name`` was given, for a message about its value: its environment
+    variable when the value came from there (the user typed no flag), else its flag."""
+    from click.core import ParameterSource
+
+    param = next(p for p in ctx.command.params if p.name == name)
+    envvar = getattr(param, "envvar", None)
+    if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT and envvar:
+        return envvar if isinstance(envvar, str) else envvar[0]
+    return param.opts[0]
+
+
+def choice(*choices: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A callback for an option with an environment variable: one of ``choices`` (any case),
+    or an error that blames the variable when the value came from it, not the flag."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or str(value).lower() in choices:
+            return None if value is None else str(value).lower()
+        where = given_as(ctx, param.name or "")
+        raise UsageError(f"invalid {where} {value!r}: use one of {', '.join(choices)}")
+
+    return callback
+
+
 def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
     from tickrun.durations import parse_duration
 

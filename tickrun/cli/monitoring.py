@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.base import Context, choice, cli, common, duration, formats, given_as, pass_ctx
 from tickrun.errors import UsageError
 from tickrun.output import Column
 
@@ -61,15 +61,18 @@ class Observe:
     metrics_file: str | None = None
     ping_url: str | None = None
     log_level: str = "info"
+    # How the ping URL and metrics file were given (flag or variable), for their errors.
+    ping_from: str = "--ping-url"
+    metrics_from: str = "--metrics-file"
 
     def check(self) -> None:
         """Bad values are one-line errors before anything runs or is sent."""
         from tickrun.notify import check_url
 
         if self.ping_url:
-            check_url(self.ping_url, "--ping-url")
+            check_url(self.ping_url, self.ping_from)
         if self.metrics_file:
-            _check_writable(self.metrics_file, "--metrics-file")
+            _check_writable(self.metrics_file, self.metrics_from)
 
     def start(self) -> None:
         from tickrun import logs
@@ -125,12 +128,21 @@ def observability(fn: Callable[..., Any]) -> Callable[..., Any]:
         ping_url: str | None,
         **kwargs: Any,
     ) -> Any:
-        observe = Observe(log_format, metrics_file or None, ping_url or None, log_level.lower())
+        ctx = click.get_current_context()
+        observe = Observe(
+            log_format,
+            metrics_file or None,
+            ping_url or None,
+            log_level,
+            ping_from=given_as(ctx, "ping_url"),
+            metrics_from=given_as(ctx, "metrics_file"),
+        )
         return fn(*args, observe=observe, **kwargs)
 
     wrapper = click.option(
         "--log-level",
-        type=click.Choice(LEVELS, case_sensitive=False),
+        metavar="[" + "|".join(LEVELS) + "]",
+        callback=choice(*LEVELS),
         default=DEFAULT_LEVEL,
         show_default=True,
         envvar=LEVEL_ENV,
@@ -154,7 +166,8 @@ def observability(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(wrapper)
     return click.option(
         "--log-format",
-        type=click.Choice(FORMATS),
+        metavar="[" + "|".join(FORMATS) + "]",
+        callback=choice(*FORMATS),
         default="text",
         show_default=True,
         envvar="TICKRUN_LOG_FORMAT",
