@@ -9,6 +9,7 @@ condition with a generous deadline instead of sleeping.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from sqlalchemy.pool import NullPool
 from tests.conftest import cli_env, tickrun, write_app
 from tickrun import App
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
-from tickrun.schema import attempts, tasks
+from tickrun.schema import attempts, runs, tasks
 
 pytestmark = pytest.mark.slow
 
@@ -234,6 +235,72 @@ def test_sigkill_mid_task_loses_nothing(db_url: str, engine: Engine, project: Pa
             "succeeded",
         )
         assert "lease expired" in lost.error
+
+
+QUICK_THEN_STUCK = """
+@app.task(lease=2, priority=10, context=True)
+def quick(ctx):
+    note(f"quick {ctx.task_id}")
+
+
+@app.task(lease=2, context=True)
+def stuck(ctx):
+    note(f"stuck {ctx.task_id}")
+    if ctx.attempt == 1:
+        time.sleep(600)
+"""
+
+
+def test_a_killed_run_shows_as_lost_with_what_it_claimed(
+    db_url: str, engine: Engine, project: Path
+) -> None:
+    """It showed ``claimed 0`` and no end, and its lost attempt took "33.7s": the time until
+    another run noticed the loss."""
+    ref = write_app(project, app_source(QUICK_THEN_STUCK))
+    twin = twin_app(db_url, "quick", "stuck", quick={"priority": 10})
+    quick = twin.enqueue_many(("quick", None) for _ in range(3))
+    (stuck,) = twin.enqueue_many([("stuck", None)])
+    env = {"TICKRUN_APP": ref}
+
+    def the_run() -> dict[str, Any]:
+        listed = tickrun("runs", "--json", cwd=project, db=db_url, env=env)
+        assert listed.returncode == 0, listed.stderr
+        return json.loads(listed.stdout)[-1]  # the oldest: the run under test
+
+    run = start_run(project, db_url, ref, "--concurrency", "1")
+    wait_until(lambda: f"stuck {stuck}" in executions(project), "the stuck handler to start")
+    wait_until(
+        lambda: all(task_rows(engine)[i].status == SUCCEEDED for i in quick),
+        "the quick tasks' successes to be recorded",
+    )
+    alive = the_run()
+    assert (alive["state"], alive["claimed"], alive["succeeded"]) == ("running", 4, 3), alive
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish()[0] == -signal.SIGKILL
+
+    killed = the_run()  # on this host its process is seen to be gone
+    assert (killed["state"], killed["finished_at"], killed["exit_code"]) == ("lost", None, None)
+    assert (killed["claimed"], killed["succeeded"], killed["retried"], killed["dead"]) == (
+        4,
+        3,
+        None,
+        None,
+    )
+    table = tickrun("runs", cwd=project, db=db_url, env={**env, "COLUMNS": "200"})
+    assert " lost " in table.stdout, table.stdout
+
+    # Seen from another host: lost once the lease of the task it held expired.
+    with engine.begin() as conn:
+        conn.execute(runs.update().where(runs.c.id == killed["id"]).values(host="elsewhere"))
+    wait_all_due(engine)
+    assert the_run()["state"] == "lost"
+    later = tickrun("run", "--max-tasks", "1", cwd=project, db=db_url, env=env)
+    assert "1 lost lease" in later.stdout, later.stdout + later.stderr
+    assert the_run()["claimed"] == 4  # the lost attempt, recorded by the later run, is its
+
+    table = tickrun("show", str(stuck), cwd=project, db=db_url, env={**env, "COLUMNS": "200"})
+    (line,) = [ln for ln in table.stdout.splitlines() if " lost " in ln and "unknown" in ln]
+    assert line.split()[0] == "1", table.stdout
 
 
 SELF_KILLING = """

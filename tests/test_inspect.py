@@ -25,7 +25,7 @@ from freezegun import freeze_time
 from sqlalchemy import Engine, func, insert, select
 
 from tests.conftest import tickrun, tickruns, write_app
-from tickrun import doctor, listings, maintenance, store
+from tickrun import activity, doctor, listings, maintenance, store
 from tickrun.cli.base import main
 from tickrun.output import Column, fitted_table
 from tickrun.schema import SCHEMA_VERSION, attempts, runs, tasks
@@ -540,6 +540,76 @@ def test_show_a_task_that_never_ran(db_url: str, engine: Engine) -> None:
     obj = json.loads(at_t0(db_url, "show", str(tid), "--json").stdout)
     assert obj["history"] == [] and obj["payload"] == {"n": 1}
     assert "(no attempt yet)" in at_t0(db_url, "show", str(tid)).stdout
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def add_unfinished_run(engine: Engine, worker: str, started: datetime, **values: Any) -> int:
+    """A run row as a run leaves it before it ends: no end, counts 0 (a worker: its beat's)."""
+    row = {"host": "elsewhere", "pid": 1, "claimed": 0, "succeeded": 0, "retried": 0, "dead": 0}
+    with engine.begin() as conn:
+        return conn.execute(
+            insert(runs).values(worker=worker, started_at=started, **{**row, **values})
+        ).inserted_primary_key[0]
+
+
+def test_runs_without_an_end_are_running_or_lost_with_the_claims_they_left(
+    db_url: str, engine: Engine
+) -> None:
+    """A killed cron run showed ``claimed 0`` and no end, like one still going."""
+    add_run(engine, T0 - 50 * MIN)
+    beating = add_unfinished_run(
+        engine, "w:1", T0 - 2 * 60 * MIN, heartbeat_at=T0 - 10 * SEC, claimed=7, succeeded=7
+    )
+    silent = add_unfinished_run(
+        engine, "w:2", T0 - 2 * 60 * MIN, heartbeat_at=T0 - 5 * MIN, claimed=3, succeeded=3
+    )
+    killed = add_unfinished_run(engine, "cron-1", T0 - 20 * MIN)
+    going = add_unfinished_run(engine, "cron-1", T0 - 10 * MIN)  # the same --worker name
+    for i, outcome in enumerate(("succeeded", "succeeded", "failed")):
+        done = add_task(engine, status="succeeded", finished_at=T0 - 15 * MIN)
+        start = T0 - (19 - i) * MIN
+        add_attempt(engine, done, 1, outcome, start, start + SEC, worker="cron-1")
+    add_task(  # held by the killed run, its lease expired
+        engine, status="running", attempts=1, worker="cron-1", started_at=T0 - 16 * MIN,
+        lease_until=T0 - 14 * MIN, claimable_at=T0 - 14 * MIN,
+    )  # fmt: skip
+    # The later run's: one attempt done, one task held with a live lease.
+    later = add_task(engine, status="succeeded", finished_at=T0 - 5 * MIN)
+    add_attempt(engine, later, 1, "succeeded", T0 - 6 * MIN, T0 - 5 * MIN, worker="cron-1")
+    add_task(
+        engine, status="running", attempts=1, worker="cron-1", started_at=T0 - MIN,
+        lease_until=T0 + MIN, claimable_at=T0 + MIN,
+    )  # fmt: skip
+    with freeze_time(T0):
+        rows = {r["id"]: r for r in activity.recent_runs(engine, T0)}
+    assert len(rows) == 5
+    assert [r["state"] for r in rows.values() if r["finished_at"]] == ["finished"]
+
+    def counts(run_id: int) -> tuple[Any, ...]:
+        r = rows[run_id]
+        return (r["state"], r["claimed"], r["succeeded"], r["retried"], r["dead"])
+
+    assert counts(beating) == ("running", 7, 7, 0, 0)  # a worker: its heartbeat's counts
+    assert counts(silent) == ("lost", 3, 3, 0, 0)  # no heartbeat for 5 minutes
+    assert counts(killed) == ("lost", 4, 2, None, None)  # 3 attempts and 1 expired lease
+    assert counts(going) == ("running", 2, 1, None, None)
+    table = at_t0(db_url, "runs", env={"COLUMNS": "200"})
+    line = next(ln for ln in table.stdout.splitlines() if ln.split()[0] == str(killed))
+    assert " lost " in line and " cron-1 " in line, table.stdout
+
+
+def test_show_a_lost_attempt_took_an_unknown_time(db_url: str, engine: Engine) -> None:
+    """Its end is when a later claim noticed the expired lease, not when its run died."""
+    task_id = add_task(engine, status="succeeded", attempts=2, finished_at=T0 - MIN)
+    add_attempt(engine, task_id, 1, "lost", T0 - 40 * MIN, T0 - 3 * MIN, worker="cron-1")
+    add_attempt(engine, task_id, 2, "succeeded", T0 - 3 * MIN, T0 - 3 * MIN + 2 * SEC)
+    history = listings.show(engine, task_id).history
+    assert [(h["outcome"], h["duration_s"]) for h in history] == [("lost", None), ("succeeded", 2)]
+    table = at_t0(db_url, "show", str(task_id), env={"COLUMNS": "200"}).stdout
+    lost = next(ln for ln in table.splitlines() if ln.strip().startswith("1 ") and "lost" in ln)
+    assert "unknown" in lost and "37m" not in lost, table
 
 
 # -- stats ---------------------------------------------------------------------------------

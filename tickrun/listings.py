@@ -276,7 +276,10 @@ def show(engine: Engine, task_id: int) -> TaskDetail:
     with contextlib.suppress(ValueError):
         fields["payload"] = json.loads(fields["payload"])
     for h in history:
-        h["duration_s"] = _seconds(h["started_at"], h["finished_at"])
+        # A lost attempt ended when its run died, unseen; its finished_at is when a later claim
+        # noticed the expired lease, so the difference is no run time: unknown.
+        lost = h["outcome"] == Outcome.LOST
+        h["duration_s"] = None if lost else _seconds(h["started_at"], h["finished_at"])
     failed = [h for h in history if h["outcome"] in FAILING]
     last = failed[-1] if failed else None
     if last is None and fields["last_error"]:

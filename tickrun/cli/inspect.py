@@ -323,7 +323,7 @@ def _show_table(detail: TaskDetail) -> str:
         Column("attempt", "#", align="right"),
         Column("started_at", "started", value=lambda h: _long_time(h["started_at"])),
         Column("finished_at", "ended", value=lambda h: _end_time(h)),
-        Column("duration_s", "took", value=lambda h: _secs(h["duration_s"]), align="right"),
+        Column("duration_s", "took", value=_took, align="right"),
         Column("worker", shrink=6),
         Column("outcome"),
         Column("error", shrink=12),
@@ -337,6 +337,11 @@ def _show_table(detail: TaskDetail) -> str:
             + (last["traceback"] or last["error"] or "(no error text)").rstrip()
         )
     return "\n\n".join(parts)
+
+
+def _took(attempt: Mapping[str, Any]) -> str:
+    # A lost attempt's end is when the loss was noticed, not when its run died: unknown.
+    return "unknown" if attempt["outcome"] == "lost" else _secs(attempt["duration_s"])
 
 
 def _long_time(value: datetime | None) -> str:

@@ -12,6 +12,7 @@ COLUMNS = [
     Column("id", align="right"),
     Column("started_at", "started"),
     Column("finished_at", "ended"),
+    Column("state"),
     Column("worker", shrink=10),
     Column("claimed", align="right"),
     Column("succeeded", "ok", align="right"),
@@ -37,8 +38,13 @@ COLUMNS = [
 @common
 @pass_ctx
 def runs(ctx: Context, since: float | None, limit: int, fmt: str) -> None:
-    """Recent runs, newest first: when each started and ended, its worker, how many tasks it
-    claimed, and how they ended. A run with no end is still going, or died.
+    """Recent runs, newest first: when each started and ended, its state, its worker, how many
+    tasks it claimed, and how they ended.
+
+    \b
+    state: finished; running; or lost (killed, its host gone: it never recorded an end). A
+    lost or running cron run's claimed and ok are counted from its attempts and the tasks it
+    holds; its retried and dead are unknown (blank; JSON null).
 
     Example: tickrun runs --since 1h --json
     """
