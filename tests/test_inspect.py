@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -24,7 +26,7 @@ from click.testing import CliRunner, Result
 from freezegun import freeze_time
 from sqlalchemy import Engine, func, insert, select
 
-from tests.conftest import tickrun, tickruns, write_app
+from tests.conftest import cli_env, tickrun, tickruns, write_app
 from tickrun import activity, doctor, listings, maintenance, store
 from tickrun.cli.base import main
 from tickrun.output import Column, fitted_table
@@ -434,7 +436,7 @@ sync                    1  100.0%       1m       1m        1m        1m
 )
 def test_tables_for_a_known_state(db_url: str, engine: Engine, command: str, expected: str) -> None:
     known_state(engine)
-    result = at_t0(db_url, command)
+    result = at_t0(db_url, command, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert result.stdout == expected
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
@@ -455,13 +457,69 @@ def test_tables_fit_80_columns_with_long_names_and_errors(db_url: str, engine: E
         add_attempt(engine, tid, 5, "failed", T0 - MIN, T0 - MIN, "x " * 3000)
         add_task(engine, name=name, queue="q" * 60, key=f"{'d' * 200}{i}", priority=-100000)
     for command in ("due", "failures", "dlq", "stats"):
-        result = at_t0(db_url, command)
+        result = at_t0(db_url, command, env={"COLUMNS": "80"})
         assert result.exit_code == 0, result.output
         assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
         assert "…" in result.stdout
+        # Not a terminal and no COLUMNS (a pipe, a file, cron's mail): nothing is cut.
+        whole = at_t0(db_url, command, env={"COLUMNS": None})
+        assert "…" not in whole.stdout and name in whole.stdout, whole.stdout
     # JSON keeps the full text.
     full = json.loads(at_t0(db_url, "failures", "--json").stdout)
     assert full[0]["error"] == "x " * 3000
+
+
+def test_tables_use_the_width_columns_gives(db_url: str, engine: Engine) -> None:
+    """``COLUMNS=200`` still cut ``per_accou…`` to fit 80 columns."""
+    name = "reconcile_ledger_per_account_nightly"
+    add_task(engine, name=name, status="dead", attempts=5, last_error="E" * 300, key="k" * 30)
+    add_task(engine, name=name, key="d" * 30, group_key="per_account=acct-1234567890")
+    for command in ("due", "dlq", "stats"):
+        wide = at_t0(db_url, command, env={"COLUMNS": "200"})
+        assert name in wide.stdout, wide.stdout
+        assert max(len(line) for line in wide.stdout.splitlines()) <= 200
+        narrow = at_t0(db_url, command, env={"COLUMNS": "70"})  # as narrow as it can go
+        assert "…" in narrow.stdout, narrow.stdout
+        width = max(len(line) for line in narrow.stdout.splitlines())
+        assert width < max(len(line) for line in wide.stdout.splitlines())
+    due = at_t0(db_url, "due", env={"COLUMNS": "200"}).stdout
+    assert "per_account=acct-1234567890" in due and "…" not in due, due
+    dlq = at_t0(db_url, "dlq", env={"COLUMNS": "200"}).stdout
+    assert "k" * 30 in dlq and "E" * 80 in dlq, dlq  # the error takes the room there is
+    assert max(len(line) for line in dlq.splitlines()) == 200
+
+
+def test_tables_fit_the_terminal_they_are_printed_on(
+    db_url: str, engine: Engine, project: Path
+) -> None:
+    """On a terminal, without COLUMNS, its own width: here a pseudo-terminal 100 wide."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    add_task(engine, name="t" * 150, status="dead", attempts=5, last_error="E" * 300)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    env = cli_env(db_url, {"COLUMNS": ""})
+    with subprocess.Popen(
+        [sys.executable, "-m", "tickrun", "dlq"], cwd=project, env=env, stdout=follower
+    ) as proc:
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(60) == 0
+    os.close(leader)
+    lines = out.decode().replace("\r\n", "\n").splitlines()
+    assert max(len(line) for line in lines) == 100, lines
+    assert "…" in lines[2]
 
 
 def test_fitted_table_shrinks_the_widest_shrinkable_column_first() -> None:

@@ -173,6 +173,19 @@ def utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+def table_width() -> int | None:
+    """How wide tables may be: ``COLUMNS`` when set, else the terminal's width when stdout is
+    one; None (never shorten anything) when the output goes to a file, a pipe or a program."""
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def given_as(ctx: click.Context, name: str) -> str:
     """How parameter ``name`` was given, for a message about its value: its environment
     variable when the value came from there (the user typed no flag), else its flag."""

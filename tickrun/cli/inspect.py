@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx, utf8
+from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx, table_width, utf8
 from tickrun.errors import TickrunError, UsageError
 from tickrun.output import Column
 
@@ -117,7 +117,7 @@ def due(
     rows = listings.due(engine, clock.now(), queue=queue, task=task_name, limit=limit)
     # Without flow control the two columns would only narrow the others: shown when used.
     columns = [c for c in DUE_COLUMNS if c.field not in OPTIONAL or any(r[c.field] for r in rows)]
-    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", columns))
+    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", columns, table_width()))
 
 
 def since_option(help_text: str) -> Callable[[_F], _F]:
@@ -168,7 +168,7 @@ def failures(
         Column("next_run_at", "next", value=lambda r: _until(now, r["next_run_at"])),
         Column("error", shrink=12),
     ]
-    click.echo(render(rows, listings.FAILURE_FIELDS, fmt, "(no failures)", columns))
+    click.echo(render(rows, listings.FAILURE_FIELDS, fmt, "(no failures)", columns, table_width()))
 
 
 @cli.group(invoke_without_command=True)
@@ -197,7 +197,14 @@ def dlq(
     ctx.check_task_name(engine, task_name)
     rows = listings.dead(engine, task=task_name, queue=queue, limit=limit)
     click.echo(
-        render(rows, listings.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
+        render(
+            rows,
+            listings.DLQ_FIELDS,
+            fmt,
+            "(the dead-letter queue is empty)",
+            DLQ_COLUMNS,
+            table_width(),
+        )
     )
 
 
@@ -272,7 +279,7 @@ def _report(moved: Moved, verb: str, done: str, how: str, dry_run: bool) -> None
         click.echo(f"note: task {task_id} is {status}, not dead: left alone", err=True)
     if dry_run:
         if moved.rows:
-            click.echo(fitted_table(moved.rows, DLQ_COLUMNS))
+            click.echo(fitted_table(moved.rows, DLQ_COLUMNS, table_width()))
         click.echo(f"dry run: would {verb} {_tasks(len(moved.rows), 'dead')}; nothing changed")
         return
     tail = f" {how}: {_ids(moved.ids)}" if moved.rows else ""
@@ -303,7 +310,7 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
                 for k, v in obj.items()
             }
             obj["children"] = " ".join(str(i) for i in obj["children"])
-        click.echo(render_one(obj, fmt))
+        click.echo(render_one(obj, fmt, table_width()))
         return
     click.echo(_show_table(detail))
 
@@ -315,7 +322,7 @@ def _show_table(detail: TaskDetail) -> str:
     fields = {k: v for k, v in detail.fields.items() if k not in hidden}
     # The follow-ups this task's success enqueued (ctx.enqueue): `tickrun show ID` on each.
     fields["children"] = _ids(detail.fields["children"]) or None
-    parts = [render_one(fields, "table")]
+    parts = [render_one(fields, "table", table_width())]
     parts.append("payload:\n" + json.dumps(detail.fields["payload"], indent=2, sort_keys=True))
     if detail.fields["result"] is not None:
         parts.append("result:\n" + json.dumps(detail.fields["result"], indent=2, sort_keys=True))
@@ -328,7 +335,9 @@ def _show_table(detail: TaskDetail) -> str:
         Column("outcome"),
         Column("error", shrink=12),
     ]
-    parts.append("history:\n" + fitted_table(detail.history, columns, empty="(no attempt yet)"))
+    parts.append(
+        "history:\n" + fitted_table(detail.history, columns, table_width(), "(no attempt yet)")
+    )
     last = detail.last_failure
     if last is not None:
         which = f"attempt {last['attempt']}, " if last["attempt"] is not None else ""
@@ -400,7 +409,9 @@ def stats(ctx: Context, since: float, only_limits: bool, fmt: str) -> None:
     now = clock.now()
     usage = listings.limit_usage(ctx.engine(), now)
     if only_limits:
-        click.echo(render(usage, listings.LIMIT_FIELDS, fmt, "(no limits)", LIMIT_COLUMNS))
+        click.echo(
+            render(usage, listings.LIMIT_FIELDS, fmt, "(no limits)", LIMIT_COLUMNS, table_width())
+        )
         return
     rows = listings.stats(ctx.engine(), now, since=since)
     if fmt != "table":
@@ -431,12 +442,12 @@ def stats(ctx: Context, since: float, only_limits: bool, fmt: str) -> None:
         Column("wait_p50_s", "wait p50", value=lambda r: _secs(r["wait_p50_s"]), align="right"),
         Column("wait_p95_s", "wait p95", value=lambda r: _secs(r["wait_p95_s"]), align="right"),
     ]
-    click.echo(fitted_table(rows, counts))
+    click.echo(fitted_table(rows, counts, table_width()))
     click.echo(f"\nover the last {format_duration(since)}:")
-    click.echo(fitted_table(rows, timing))
+    click.echo(fitted_table(rows, timing, table_width()))
     if usage:
         click.echo("\nlimits:")
-        click.echo(fitted_table(usage, LIMIT_COLUMNS))
+        click.echo(fitted_table(usage, LIMIT_COLUMNS, table_width()))
 
 
 def _percent(row: Mapping[str, Any]) -> str:

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tickrun.cli.base import Context, choice, cli, common, duration, formats, given_as, pass_ctx
+from tickrun.cli.base import (
+    Context,
+    choice,
+    cli,
+    common,
+    duration,
+    formats,
+    given_as,
+    pass_ctx,
+    table_width,
+)
 from tickrun.errors import UsageError
 from tickrun.output import Column
 
@@ -259,7 +269,9 @@ def alerts(ctx: Context, include_delivered: bool, limit: int | None, fmt: str) -
     rows = outbox.listing(
         ctx.engine(), clock.now(), include_delivered=include_delivered, limit=limit
     )
-    click.echo(render(rows, ALERT_FIELDS, fmt, "(no undelivered alerts)", ALERT_COLUMNS))
+    click.echo(
+        render(rows, ALERT_FIELDS, fmt, "(no undelivered alerts)", ALERT_COLUMNS, table_width())
+    )
 
 
 @alerts.command("retry")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx, table_width
 from tickrun.output import Column
 
 COLUMNS = [
@@ -52,4 +52,4 @@ def runs(ctx: Context, since: float | None, limit: int, fmt: str) -> None:
     from tickrun.output import render
 
     rows = activity.recent_runs(ctx.engine(), clock.now(), since=since, limit=limit)
-    click.echo(render(rows, activity.RUNS_FIELDS, fmt, "(no run recorded)", COLUMNS))
+    click.echo(render(rows, activity.RUNS_FIELDS, fmt, "(no run recorded)", COLUMNS, table_width()))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tickrun.cli.base import Context, cli, common, formats, pass_ctx
+from tickrun.cli.base import Context, cli, common, formats, pass_ctx, table_width
 from tickrun.output import Column, short_time
 
 # fmt: off
@@ -69,8 +69,8 @@ def schedules(ctx: Context, preview: int | None, fmt: str) -> None:
     now = clock.now()
     if preview:
         rows = preview_rows(app, now, preview)
-        click.echo(render(rows, PREVIEW_FIELDS, fmt, columns=PREVIEW_COLUMNS))
+        click.echo(render(rows, PREVIEW_FIELDS, fmt, columns=PREVIEW_COLUMNS, width=table_width()))
         return
     engine = ctx.engine()
     rows = schedule_rows(app, engine, now)
-    click.echo(render(rows, FIELDS, fmt, empty="(no schedules)", columns=COLUMNS))
+    click.echo(render(rows, FIELDS, fmt, "(no schedules)", COLUMNS, table_width()))
