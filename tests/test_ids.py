@@ -59,6 +59,29 @@ def test_purging_the_newest_dead_tasks_never_gives_their_ids_again(db_url: str) 
         assert app.enqueue("boom") > dead
 
 
+def test_the_id_of_an_enqueue_that_rolled_back_is_issued_again_on_sqlite_only(
+    db_url: str, backend: str
+) -> None:
+    """What the README says under Guarantees: SQLite's AUTOINCREMENT counter is part of the
+    transaction, so a rollback takes the id back; PostgreSQL's sequences and InnoDB's
+    counter never go back."""
+    app = new_app(db_url)
+    app.task(name="work")(lambda: None)
+    with app.engine.connect() as conn, conn.begin() as trans:
+        given = app.enqueue("work", connection=conn)
+        trans.rollback()
+    committed = app.enqueue("work")
+    if backend == "sqlite":
+        assert committed == given
+    else:
+        assert committed > given
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        "On SQLite, the id of a task enqueued in a transaction that rolls back "
+        "(`connection=`) is issued again" in readme
+    )
+
+
 def test_a_deleted_newest_run_never_gives_its_id_again(db_url: str) -> None:
     app = new_app(db_url)
     with freeze_time(T0):
