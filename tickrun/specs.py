@@ -267,8 +267,14 @@ def encode_payload(spec: TaskSpec, payload: Mapping[str, Any] | None) -> str:
         raise PayloadError(TOO_DEEP) from None
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"payload is not JSON-serialisable: {_one_line(exc)}") from None
-    # Counting brackets costs next to nothing; only a payload with this many walks its nesting.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(payload, MAX_DEPTH):
+    # Deeper nesting takes more than two characters a level, and more brackets than levels:
+    # the enqueues of short payloads check one length, and only a payload with that many
+    # brackets walks its nesting.
+    if (
+        len(text) > 2 * MAX_DEPTH
+        and text.count("[") + text.count("{") > MAX_DEPTH
+        and _deeper_than(payload, MAX_DEPTH)
+    ):
         raise PayloadError(TOO_DEEP)
     spec.bind(payload)
     return text
