@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ROOT, ServerDatabases, cli_env, empty_tables, tickrun, write_app
+from tests.test_inspect import COMMANDS_NEEDING_SCHEMA
 from tickrun import App, PayloadError, UsageError, __version__, store
 from tickrun.database import open_engine
 from tickrun.migrations import init_schema
@@ -521,15 +522,13 @@ BAD_INPUTS = [
         "not valid UTF-8",
         id="payload-not-utf8",
     ),
-    pytest.param(
-        ["enqueue", "hello", "--payload", '{"name": "a"}', "--key", "k\udcff"],
-        "'k\\xff' is not valid UTF-8",
-        id="key-not-utf8",
-    ),
-    pytest.param(
-        ["enqueue", "hello", "--payload", '{"name": "a"}', "--group", "g\udcff"],
-        "--group",
-        id="group-not-utf8",
+    *(  # bytes that are not UTF-8 (\xff), as Python hands them over
+        pytest.param(
+            ["enqueue", "hello", "--payload", '{"name": "a"}', flag, "x\udcff"],
+            f"Invalid value for '{flag}': 'x\\xff' is not valid UTF-8",
+            id=f"{flag[2:]}-not-utf8",
+        )
+        for flag in ("--key", "--group")
     ),
     pytest.param(["run", "--worker", "w\udcff"], "--worker", id="worker-not-utf8"),
     pytest.param(["due", "--queue", "q\udcff"], "--queue", id="due-queue-not-utf8"),
@@ -678,20 +677,12 @@ def test_application_that_cannot_be_loaded_exits_2(
     assert proj.counts() == before
 
 
+# The listing and repair commands, and the rest that open the database.
 EVERY_COMMAND = [
     ["init"],
-    ["due"],
-    ["failures"],
-    ["dlq"],
-    ["dlq", "retry", "--all"],
-    ["dlq", "purge"],
-    ["show", "1"],
-    ["stats"],
+    *COMMANDS_NEEDING_SCHEMA,
     ["schedules"],
     ["runs"],
-    ["cancel", "1"],
-    ["prune", "--older-than", "1d"],
-    ["check"],
     ["alerts"],
     ["metrics"],
 ]
