@@ -59,7 +59,11 @@ def init(ctx: Context) -> None:
 )
 @click.option("--at", "at", metavar="ISO", help="Run at this time (ISO 8601; UTC if no offset).")
 @click.option(
-    "--in", "delay", metavar="DURATION", callback=duration, help="Run after this long, e.g. 10m."
+    "--in",
+    "delay",
+    metavar="DURATION",
+    callback=duration,
+    help="Run after this long, e.g. 10m, 90s, 200ms, 1w.",
 )
 @click.option("--queue", callback=utf8, help="Queue, instead of the task's own.")
 @click.option("--priority", type=int, help="Priority, instead of the task's own (higher first).")

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from tickrun.maintenance import Moved
 
 SHOWN_IDS = 20
+# With an application loaded, a name it does not register is an error (a typo would match
+# nothing), unless stored tasks still have it.
+TASK_HELP = "Only tasks of this name (one the application registers, if it is loaded)."
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -92,7 +95,7 @@ DLQ_COLUMNS = [
 
 @cli.command()
 @click.option("--queue", callback=utf8, help="Only this queue.")
-@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
 @common
@@ -134,7 +137,7 @@ def since_option(help_text: str) -> Callable[[_F], _F]:
 
 @cli.command()
 @since_option("How far back.")
-@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
 @click.option("--queue", callback=utf8, help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N attempts.")
 @formats
@@ -172,7 +175,7 @@ def failures(
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
 @click.option("--queue", callback=utf8, help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
@@ -252,7 +255,7 @@ def dlq_retry(
     callback=duration,
     help="Only tasks dead for longer than this, e.g. 30d.",
 )
-@click.option("--task", "task_name", callback=utf8, metavar="NAME", help="Only tasks of this name.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
 @common
 @pass_ctx

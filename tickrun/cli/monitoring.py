@@ -156,8 +156,8 @@ def observability(fn: Callable[..., Any]) -> Callable[..., Any]:
         default=DEFAULT_LEVEL,
         show_default=True,
         envvar=LEVEL_ENV,
-        help="The least severe log lines shown of tickrun and of the handlers' ctx.logger "
-        f"(other libraries: warning and up) (env {LEVEL_ENV}).",
+        help="Least severe log lines shown, of tickrun and of handlers' ctx.logger; other "
+        f"libraries log warnings and up (env {LEVEL_ENV}).",
     )(wrapper)
 
     wrapper = click.option(
