@@ -26,6 +26,7 @@ from tickrun.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 
 
 def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -176,3 +177,24 @@ def test_a_guide_explains_the_command(path: tuple[str, ...]) -> None:
     assert any(name in p.read_text(encoding="utf-8") for p in pages), (
         f"no page under docs/ but the generated reference mentions `{name}`"
     )
+
+
+def test_the_readme_is_a_short_guide_whose_links_resolve() -> None:
+    """The README is the front page of the repository: short, and every link in it leads to a
+    file that exists (GitHub renders links into docs/ as the pages' sources)."""
+    text = README.read_text(encoding="utf-8")
+    assert len(text.encode()) < 15_000, "README.md is meant to stay under 15 KB"
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [link.split("#")[0] for link in links if not re.match(r"[a-z]+:", link)]
+    assert local, "README.md links into nothing"
+    missing = [link for link in local if link and not (ROOT / link).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+def test_the_readme_starts_with_the_two_set_up_commands() -> None:
+    """The first screen holds exactly two commands to type: the demo and the tests."""
+    text = README.read_text(encoding="utf-8")
+    first_block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()]
+    assert commands == ["make demo", "make test"]
+    assert text.index("```sh\n") < 1500, "the set-up commands are not on the first screen"
