@@ -126,9 +126,10 @@ def prepare_threshold(query: Mapping[str, str | tuple[str, ...]]) -> int | None:
     run of a statement, so tickrun never prepares. On a direct connection that costs 9 % of
     one-at-a-time enqueues and 15 % of a run's drain rate, mostly psycopg's executemany() of
     a batch's attempts, which parses each row's INSERT again (bench/README.md, "Prepared
-    statements"). ``?prepare_threshold=N`` turns preparing back on for direct connections and
-    ``none`` keeps it off; the URL's text is parsed here because SQLAlchemy would hand it to
-    psycopg as a string, where psycopg needs an int or None.
+    statements"; the analysis in bench/LOG.md). ``?prepare_threshold=N`` turns preparing back
+    on for direct connections and ``none`` keeps it off; the URL's text is parsed here
+    because SQLAlchemy would hand it to psycopg as a string, where psycopg needs an int or
+    None.
     """
     value = query.get("prepare_threshold")
     if isinstance(value, tuple):

@@ -62,6 +62,14 @@ MAX_DELAY = 100 * 365 * 86400.0  # far enough to mean "not soon", near enough fo
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How one run (or worker) claims and runs tasks: the flags of ``tickrun run``.
+
+    ``queues`` (empty: every queue), ``max_tasks``, ``max_time`` (seconds), ``concurrency``,
+    ``worker`` (the name on attempts and runs; default ``host:pid``), ``fail_on`` (``dead``,
+    ``failure`` or ``never``), ``grace`` (seconds in-flight handlers may finish after SIGTERM
+    or SIGINT), ``log_format``; the rest tune batching and alert delivery.
+    """
+
     queues: tuple[str, ...] = ()
     max_tasks: int | None = None
     max_time: float | None = None
@@ -84,6 +92,8 @@ class RunOptions:
 
 @dataclass
 class RunSummary:
+    """What a run did: the counts of its summary line and its ``exit_code``."""
+
     run_id: int = 0
     worker: str = ""
     claimed: int = 0

@@ -40,6 +40,9 @@ SCHEDULES_EVERY = 1.0  # seconds between two looks at the schedules
 
 @dataclass(frozen=True)
 class WorkerOptions:
+    """What only a worker has beside :class:`~tickrun.runner.RunOptions`: ``poll``, the longest
+    idle wait in seconds (``--poll``), and the heartbeat's interval and callback."""
+
     poll: float = DEFAULT_POLL  # longest idle wait without a look at the database
     heartbeat: float = HEARTBEAT
     # Called at every heartbeat and once at exit (the CLI writes the --metrics-file there).
