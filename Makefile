@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo web test lint bench clean
+.PHONY: install demo web test lint bench docs docs-serve clean
 
 $(BIN)/tickrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,27 @@ web: demo
 # once, and tests/test_partition.py's network namespaces are never made by two at once.
 PYTEST_WORKERS ?= 2
 
+# The documentation site (mkdocs.yml, docs/) into site/. --strict: a broken link or anchor, a
+# page missing from the navigation or a repository file a page shows that is gone fails it.
+# NO_MKDOCS_2_WARNING: the Material theme's banner about its successor, not about these docs.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+docs: install
+	$(MKDOCS) build --strict
+
+# http://127.0.0.1:8000/, rebuilt on every change of the docs, the code or the files they show.
+docs-serve: install
+	$(MKDOCS) serve
+
 test: install
 	$(BIN)/ruff check tickrun tests bench examples
 	$(BIN)/ruff format --check tickrun tests bench examples
 	$(BIN)/mypy
+	$(MKDOCS) build --strict
 	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache site

@@ -301,6 +301,20 @@ def bare_url(
         admin.dispose()
 
 
+@pytest.fixture(params=[b for b in BACKENDS if b != "sqlite"])
+def server_url(request: pytest.FixtureRequest, servers: ServerDatabases) -> str:
+    """A PostgreSQL or MariaDB database with a current, empty tickrun schema: for what only
+    a database shared by several hosts can show."""
+    url = servers.get(request.param)
+    empty_tables(url)
+    return url
+
+
+@pytest.fixture
+def server_engine(server_url: str):  # noqa: ANN201
+    return open_engine(server_url)
+
+
 @pytest.fixture
 def backend(db_url: str) -> str:
     name = make_url(db_url).get_backend_name()

@@ -125,13 +125,20 @@ class RunProcess:
         return code, self.out.read_text(), self.err.read_text()
 
 
-def start_run(project: Path, db_url: str, ref: str, *args: str, tag: str = "run") -> RunProcess:
+def start_run(
+    project: Path,
+    db_url: str,
+    ref: str,
+    *args: str,
+    tag: str = "run",
+    env: dict[str, str] | None = None,
+) -> RunProcess:
     out, err = project / f"{tag}.out", project / f"{tag}.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tickrun", "run", *args],
             cwd=project,
-            env=cli_env(db_url, {"TICKRUN_APP": ref}),
+            env=cli_env(db_url, {"TICKRUN_APP": ref, **(env or {})}),
             stdout=stdout,
             stderr=stderr,
         )

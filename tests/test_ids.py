@@ -62,7 +62,7 @@ def test_purging_the_newest_dead_tasks_never_gives_their_ids_again(db_url: str) 
 def test_the_id_of_an_enqueue_that_rolled_back_is_issued_again_on_sqlite_only(
     db_url: str, backend: str
 ) -> None:
-    """What the README says under Guarantees: SQLite's AUTOINCREMENT counter is part of the
+    """What docs/concepts/guarantees.md says: SQLite's AUTOINCREMENT counter is part of the
     transaction, so a rollback takes the id back; PostgreSQL's sequences and InnoDB's
     counter never go back."""
     app = new_app(db_url)
@@ -75,10 +75,10 @@ def test_the_id_of_an_enqueue_that_rolled_back_is_issued_again_on_sqlite_only(
         assert committed == given
     else:
         assert committed > given
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    guarantees = " ".join((ROOT / "docs" / "concepts" / "guarantees.md").read_text().split())
     assert (
         "On SQLite, the id of a task enqueued in a transaction that rolls back "
-        "(`connection=`) is issued again" in readme
+        "(`connection=`) is issued again" in guarantees
     )
 
 

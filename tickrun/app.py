@@ -84,7 +84,7 @@ class App:
     ) -> Any:
         """Register a handler: ``@app.task`` or ``@app.task(max_attempts=3, ...)``.
 
-        Flow control (README, "Flow control"): ``rate="100/m"`` allows at most 100 starts in
+        Flow control (docs/guides/flow-control.md): ``rate="100/m"`` allows at most 100 starts in
         any minute; ``concurrency=K`` at most K running at once, per value of the payload
         field ``concurrency_key`` when one is named; ``ordered=True`` (with a
         ``concurrency_key``) starts one task per key at a time, in enqueue order, and
