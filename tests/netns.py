@@ -27,9 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 PREFIX = "tkr"
 NAME = re.compile(rf"^{PREFIX}(\d+)h(\d+)$")
@@ -44,15 +48,38 @@ def missing_requirements() -> str | None:
         return "network namespaces need Linux"
     if os.geteuid() != 0:
         return "network namespaces need root (ip netns add)"
-    for tool in ("ip", "initdb", "pg_ctl", "postgres", "runuser"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not on PATH"
-    try:
-        import pwd
+    if shutil.which("ip") is None:
+        return "`ip` is not on PATH"
+    return cluster_requirements()
 
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "no `postgres` system user to run a cluster as (postgres refuses root)"
+
+def pg_tool(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else Debian's /usr/lib/postgresql/<version>/bin
+    (the newest version)."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return str(candidates[-1]) if candidates else None
+
+
+def cluster_requirements() -> str | None:
+    """Why this machine cannot run a PostgreSQL cluster of a test's own, or None."""
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        if pg_tool(tool) is None:
+            return f"no `{tool}` on PATH or in /usr/lib/postgresql/*/bin (the postgresql package)"
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            return "`runuser` is not on PATH (root runs the cluster as the postgres user)"
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "no `postgres` system user to run a cluster as (postgres refuses root)"
     return None
 
 
@@ -184,7 +211,8 @@ class Network:
 
 @dataclass
 class Cluster:
-    """A PostgreSQL cluster in a temporary directory, run as the ``postgres`` user."""
+    """A PostgreSQL cluster in a temporary directory, run as the ``postgres`` user (as the
+    current user when that is not root)."""
 
     root: Path
     port: int = 0
@@ -193,15 +221,26 @@ class Cluster:
     def make(cls) -> Cluster:
         root = Path(tempfile.mkdtemp(prefix=f"{PG_DIR_PREFIX}{os.getpid()}-"))
         root.chmod(0o700)
-        shutil.chown(root, "postgres", "postgres")
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
         return cls(root)
 
     @property
     def data(self) -> Path:
         return self.root / "data"
 
-    def _as_postgres(self, *argv: str, timeout: float = 60) -> str:
-        return sh("runuser", "-u", "postgres", "--", *argv, timeout=timeout)
+    def _as_postgres(self, tool: str, *args: str, timeout: float = 60) -> str:
+        argv = [pg_tool(tool) or tool, *args]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        return sh(*argv, timeout=timeout)
+
+    def pg_ctl(self, action: str, *args: str) -> None:
+        """``pg_ctl ACTION`` (``restart``, ``stop``, ``start``), waiting until it is done."""
+        self._as_postgres(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
+            *args, action, timeout=90,
+        )  # fmt: skip
 
     def start(self, addresses: Sequence[str], hba: Sequence[str], settings: dict[str, str]) -> None:
         self._as_postgres(
@@ -222,13 +261,19 @@ class Cluster:
         }
         with (self.data / "postgresql.conf").open("a") as f:
             f.writelines(f"{k} = '{v}'\n" for k, v in conf.items())
-        self._as_postgres(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "30",
-            "start",
-        )  # fmt: skip
+        self.pg_ctl("start")
 
     def url(self, address: str = "127.0.0.1", database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@{address}:{self.port}/{database}"
+
+    def create_database(self, prefix: str) -> str:
+        """A fresh, empty database named ``prefix`` and a random suffix; its name."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(self.url(), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return name
 
     def pids(self) -> list[int]:
         pidfile = self.data / "postmaster.pid"

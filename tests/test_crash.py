@@ -487,6 +487,11 @@ def polite(ctx):
     note(f"started {ctx.task_id}")
     block_until("release")
     note(f"done {ctx.task_id}")
+
+
+@app.task
+def warm():
+    pass
 """
 
 
@@ -494,7 +499,11 @@ def test_sigterm_finishes_in_flight_and_releases_the_rest(
     db_url: str, engine: Engine, project: Path
 ) -> None:
     ref = write_app(project, app_source(GRACEFUL))
-    ids = twin_app(db_url, "polite").enqueue_many(("polite", None) for _ in range(6))
+    app = twin_app(db_url, "polite", "warm")
+    # Claimed first, the fast ones show the run that handlers are quick: its next claim takes
+    # a quarter of a second of such work ahead of its workers, the six polite tasks included.
+    app.enqueue_many(("warm", None) for _ in range(2))
+    ids = app.enqueue_many(("polite", None) for _ in range(6))
     run = start_run(project, db_url, ref, "--concurrency", "2", "--grace", "120s")
 
     def two_started() -> list[str] | None:

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select
 
 import tickrun
 from tests.conftest import cli_env, write_app
@@ -165,10 +163,7 @@ def cluster(request: pytest.FixtureRequest, network: Network) -> Cluster:
 @pytest.fixture
 def database(cluster: Cluster) -> Iterator[str]:
     """A fresh database in the cluster; its name."""
-    name = f"partition_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    name = cluster.create_database("partition")
     yield name
     open_engine(cluster.url(database=name)).dispose()
 

@@ -232,22 +232,29 @@ def test_overlapping_runs_through_pgbouncer_execute_every_task_once(
     assert sum(claimed > 0 for claimed, _ in recorded) >= 2, recorded  # the work was shared
 
 
-def test_a_worker_behind_pgbouncer_finds_no_notifications_and_polls(
-    bounced_url: str, project: Path
+def test_a_worker_behind_pgbouncer_polls_and_leaves_no_listen_behind(
+    bounced_url: str, project: Path, pgbouncer: PgBouncer
 ) -> None:
     """PgBouncer's transaction pooling hands LISTEN's server connection to other clients, so
-    other clients' notifications never reach the worker: its self-test must see that and say
-    so once, rather than believe it listens and silently wait out every poll interval."""
+    other clients' notifications never reach the worker, and the LISTEN stays on that server
+    connection after the worker's transaction: every enqueue's NOTIFY then reaches a server
+    connection no client is linked to, which PgBouncer logs as ``got packet 'A' from server
+    when not linked``. The worker must see the pooler before it listens, say once that it
+    polls, and leave nothing behind over its life (tasks enqueued and run meanwhile)."""
     url = bounced_url
     ref = write_app(project, WORKER_APP)
     cli("init", project=project, db=url, ref=ref)
-    worker = start_worker(project, url, "--poll", "1s")
+    seen = len(pgbouncer.log_text())
+    worker = start_worker(project, url, "--poll", "0.5s")
     wait_until(lambda: started(worker), "the worker to start")
     app = app_for(url)
-    for n in range(3):
+    for n in range(6):
         app.enqueue("hello", {"n": n})
         wait_until(lambda n=n: ran(project, n), f"task {n} to run", timeout=60)
     code, out, err = worker.stop()
     assert code == 0, err
-    assert err.count("no LISTEN/NOTIFY (LISTEN gets no notifications") == 1, err
-    assert "polling instead" in err and "claimed 3" in out
+    assert err.count("no LISTEN/NOTIFY (") == 1, err
+    assert "connection pooler" in err and "polling instead" in err and "claimed 6" in out
+    assert "Traceback" not in err, err
+    unlinked = [line for line in pgbouncer.log_text()[seen:].splitlines() if "not linked" in line]
+    assert unlinked == [], unlinked

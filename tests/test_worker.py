@@ -25,11 +25,19 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ServerDatabases, cli_env, empty_tables, tickrun, write_app
-from tests.test_crash import DEADLINE, app_source, executions, wait_until
+from tests.test_crash import (
+    DEADLINE,
+    RunProcess,
+    app_source,
+    executions,
+    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
+    start_run,
+    wait_until,
+)
 from tickrun import App
 from tickrun.database import open_engine
 from tickrun.lifecycle import SUCCEEDED
-from tickrun.schema import runs, schedules, tasks
+from tickrun.schema import attempts, runs, schedules, tasks
 
 pytestmark = pytest.mark.slow
 
@@ -257,6 +265,94 @@ def test_notified_workers_run_every_task_once(servers: ServerDatabases, project:
     runs_of = Counter(line.split()[0] for line in executions(project))
     assert runs_of == {str(n): 1 for n in range(count)}
     assert claimed == count
+
+
+HOARD = app_source(
+    """
+@app.task(lease=60)
+def busy(n):
+    note(f"busy {n}")
+    block_until("release")
+
+
+@app.task()
+def quick(n):
+    time.sleep(0.2)
+    note(f"quick {n}")
+"""
+)
+
+
+@pytest.mark.parametrize("command", ["worker", "run"])
+def test_a_busy_worker_claims_nothing_its_slots_cannot_start(
+    db_url: str, project: Path, command: str
+) -> None:
+    """A's two slots run tasks that block until the test releases them; 40 short tasks are
+    due for B, started idle after A. A must not claim any of them: a task claimed behind a
+    busy slot waits there (its lease renewed) while B could run it. A's rows in ``running``
+    are sampled until every short task is done: at most its two busy tasks, ever.
+
+    ``tickrun worker``: the short tasks arrive while A is busy (A looks again every poll).
+    ``tickrun run``: they are due when A starts, behind the two busy ones in claim order."""
+    write_app(project, HOARD)
+    app = App(database_url=db_url)
+    app.task(name="busy")(lambda n: None)
+    app.task(name="quick")(lambda n: None)
+    busy = [app.enqueue("busy", {"n": n}) for n in range(2)]
+    quick: list[int] = []
+    if command == "run":
+        quick = app.enqueue_many(("quick", {"n": n}) for n in range(40))
+
+    def start(name: str) -> WorkerProcess | RunProcess:
+        args = ("--concurrency", "2", "--worker", name)
+        if command == "run":
+            return start_run(project, db_url, "jobs:app", *args, tag=name)
+        worker = start_worker(project, db_url, "--poll", "0.5s", *args, tag=name)
+        wait_until(lambda: started(worker), f"worker {name} to start")
+        return worker
+
+    a = start("A")
+    wait_until(lambda: {"busy 0", "busy 1"} <= set(executions(project)), "A to run both")
+    b = start("B")
+    if command == "worker":
+        quick = app.enqueue_many(("quick", {"n": n}) for n in range(40))
+    engine = open_engine(db_url)
+    held_by_a: list[int] = []
+
+    def short_ones_done() -> bool:
+        with engine.connect() as conn:
+            held = conn.execute(
+                select(func.count())
+                .select_from(tasks)
+                .where(tasks.c.status == "running", tasks.c.worker == "A")
+            ).scalar_one()
+            finished = conn.execute(
+                select(func.count())
+                .select_from(tasks)
+                .where(tasks.c.id.in_(quick), tasks.c.status == SUCCEEDED)
+            ).scalar_one()
+        held_by_a.append(held)
+        # A hoarding one is a failure now, not after the short tasks' deadline.
+        return finished == len(quick) or held > 2
+
+    wait_until(short_ones_done, "the short tasks to finish")
+    assert max(held_by_a) == 2, f"A held {max(held_by_a)} running rows with 2 slots"
+    with engine.connect() as conn:
+        by_a = conn.execute(
+            select(func.count())
+            .select_from(attempts)
+            .where(attempts.c.task_id.in_(quick), attempts.c.worker == "A")
+        ).scalar_one()
+    assert by_a == 0, f"A ran {by_a} short tasks while its slots were busy"
+    (project / "release").touch()
+    for process in (a, b):
+        code, _, err = process.stop() if isinstance(process, WorkerProcess) else process.finish()
+        assert code == 0, err
+    lines = executions(project)
+    assert Counter(lines) == Counter([f"quick {n}" for n in range(40)] + ["busy 0", "busy 1"])
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(select(tasks.c.id, tasks.c.status)).all())
+    assert statuses == dict.fromkeys(busy + quick, SUCCEEDED)
 
 
 def test_errors_at_start_are_one_line(project: Path, tmp_path: Path) -> None:

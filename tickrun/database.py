@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, literal, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -111,6 +111,13 @@ def close_engines() -> None:
     servers see a clean goodbye, and SQLite checkpoints and removes its WAL file."""
     for engine in list(_engines.values()):
         engine.dispose()
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (a query on a pooled or new connection); raises when
+    it fails."""
+    with engine.connect() as conn:
+        conn.execute(select(literal(1)))
 
 
 def check_exists(url: str) -> None:

@@ -590,6 +590,15 @@ def install_notify(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def relayed(dbapi_connection: Any) -> bool:
+    """Whether a psycopg 3 connection to PostgreSQL goes through a pooler (PgBouncer, and the
+    like): the backend pid the client was given at connect is not that of the server session
+    running its statements, since a pooler hands out keys of its own. Asked without leaving
+    any session state behind, unlike a LISTEN."""
+    (server_pid,) = dbapi_connection.execute("SELECT pg_backend_pid()").fetchone()
+    return bool(server_pid != dbapi_connection.info.backend_pid)
+
+
 def listen(dbapi_connection: Any) -> None:
     """Subscribe a PostgreSQL connection (autocommit) to the workers' channel."""
     dbapi_connection.execute(f"LISTEN {NOTIFY_CHANNEL}")

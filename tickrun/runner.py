@@ -166,6 +166,10 @@ class Runner:
         self._children: ChildPool | None = None
         self._guard = LeaseGuard(exit_process=options.exit_on_lease_loss)
         self._mean_duration: float | None = None  # of recent attempts, seconds (moving average)
+        # When each running handler began (time.monotonic()), by task id: written by the worker
+        # threads, read by the claim to tell slots busy with a long task (see _prefetch).
+        self._began: dict[int, float] = {}
+        self._began_lock = threading.Lock()
         self._pending: list[store.Ended] = []  # outcomes not yet recorded
         self._first_pending = 0.0
         # Checked here, before anything is written: a bad URL or format is an error at start.
@@ -389,11 +393,17 @@ class Runner:
         free again. ``fresh_after``: claim only the unheld tasks enqueued after that task id
         (store.claim_fresh), as a worker does when a notification wakes it."""
         opts = self.options
-        want = self._prefetch() + opts.concurrency - self._jobs.qsize()
+        if not self.leases:
+            return True
+        if opts.max_tasks is not None and self.summary.claimed >= opts.max_tasks:
+            return True
+        # Claimed and not finished: running, or waiting in the local queue for a slot.
+        outstanding = len(self._held) - unrecorded - self._results.qsize()
+        want = opts.concurrency + self._prefetch() - outstanding
         if opts.max_tasks is not None:
             want = min(want, opts.max_tasks - self.summary.claimed)
-        if want <= 0 or not self.leases:
-            return True
+        if want <= 0:
+            return False  # no room now, which is not "nothing due": claim when a slot frees
         since = time.monotonic()
         claim: Callable[..., store.ClaimBatch]
         if fresh_after is not None:
@@ -456,15 +466,21 @@ class Runner:
         return max(0, self.options.concurrency - busy)
 
     def _prefetch(self) -> int:
-        """How many tasks to claim ahead of the workers: a round trip's worth of fast tasks
-        (a batch of 50 no-op tasks drained 3,300/s on PostgreSQL, 200 drained 7,100/s), but
-        never more than ``prefetch_seconds`` of work per worker, so slow tasks are not hoarded
-        away from other runs and hosts. Until a handler has finished, one per worker."""
+        """How many tasks to claim beyond one per free slot: what the slots that are not
+        busy with a long task start within ``prefetch_seconds`` at the recent mean duration.
+        For fast tasks that is a round trip's worth (a batch of 50 no-op tasks drained
+        3,300/s on PostgreSQL, 200 drained 7,100/s), at most ``batch_size``; for tasks slower
+        than ``prefetch_seconds`` it is none. A slot whose handler has run longer than
+        ``prefetch_seconds`` counts for nothing: a task claimed behind it would wait there
+        while another run or host could start it. None until a handler has finished."""
         opts = self.options
         if self._mean_duration is None:
-            return opts.concurrency
-        per_worker = opts.prefetch_seconds / max(self._mean_duration, 1e-6)
-        return max(opts.concurrency, min(opts.batch_size, int(per_worker * opts.concurrency)))
+            return 0
+        now = time.monotonic()
+        with self._began_lock:
+            long = sum(now - began > opts.prefetch_seconds for began in self._began.values())
+        per_slot = opts.prefetch_seconds / max(self._mean_duration, 1e-6)
+        return min(opts.batch_size, int(per_slot * max(0, opts.concurrency - long)))
 
     def _beat_interval(self) -> float:
         leases = [self.leases[t.name] for t in self._held.values()] or list(self.leases.values())
@@ -500,6 +516,8 @@ class Runner:
                 transaction=tx,
             )
             began = clock.now()
+            with self._began_lock:
+                self._began[task.id] = time.monotonic()
             try:
                 if spec.timeout is None:
                     result = invoke(spec, task.payload, ctx)
@@ -508,6 +526,9 @@ class Runner:
             except Exception as exc:  # a worker thread that died would leave the run waiting
                 error, trace = describe(exc)
                 result = Result("error", error=error, traceback=trace)
+            finally:
+                with self._began_lock:
+                    del self._began[task.id]
             ended = self._outcome(task, result, began)
             if tx is not None:
                 ended = self._commit_own(tx, ended)

@@ -6,10 +6,14 @@ and the same stop on SIGTERM/SIGINT (``grace``). Between rounds of claiming unti
 worker waits on a tickrun.wakeup.Waker until a notification, a file change, the earliest
 claimable time of a delayed or retrying task, or the poll interval, whichever comes first.
 
-A worker outlives database outages: a connection failure after it started is logged once,
-waited out with a bounded backoff, and the worker carries on (at start, a database it cannot
-reach is an error, as for ``tickrun run``). Its row in tickrun_runs has a heartbeat, so
-``tickrun check --max-silence`` and ``tickrun doctor`` see it alive.
+A worker outlives database outages: a connection failure after it started (a query's, or
+the listener's) is an outage, logged once; the worker then tries a round trip (a query, and
+the waker's LISTEN) after 0, 0.5, 1, 2, ... seconds, at most MAX_BACKOFF apart, logs the
+recovery once, and carries on at once, listening again; the next outage starts from the
+shortest wait again. A stop during an outage tries one round trip: with the database back
+the worker stops as usual (exit 0), without it, it is an error (exit 3). At start, a database
+it cannot reach is an error, as for ``tickrun run``. Its row in tickrun_runs has a
+heartbeat, so ``tickrun check --max-silence`` and ``tickrun doctor`` see it alive.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tickrun import clock, store, wakeup
-from tickrun.database import describe_db_error
+from tickrun.database import describe_db_error, mask_url, ping
+from tickrun.errors import DatabaseError
 from tickrun.runner import Runner, RunOptions, RunSummary
 
 if TYPE_CHECKING:
@@ -34,6 +39,7 @@ log = logging.getLogger("tickrun")
 
 DEFAULT_POLL = 1.0
 HEARTBEAT = 15.0  # seconds between two heartbeats of a worker
+FIRST_BACKOFF = 0.5  # wait after the first failed reconnection attempt, doubled after each
 MAX_BACKOFF = 30.0  # longest wait between two reconnection attempts
 SCHEDULES_EVERY = 1.0  # seconds between two looks at the schedules
 
@@ -73,11 +79,12 @@ class Worker(Runner):
         super().__init__(app, engine, options)
         self.summary.command = "worker"
         self.worker_options = worker
-        self._waker: wakeup.Waker | None = None
+        self._waker: wakeup.Waker = wakeup.Waker()  # replaced by the database's at start
         self._last_claim = time.monotonic()
         self._next_beat = 0.0
         self._next_schedules = 0.0
         self._newest_id = 0  # the highest task id when the worker last went idle
+        self._url = ""
 
     def stop(self) -> None:
         """Stop as on SIGTERM (from another thread, or a signal handler of the caller's)."""
@@ -85,7 +92,10 @@ class Worker(Runner):
         self.summary.interrupted = True
 
     def _stopped(self) -> bool:
-        return self._signals > 0 or self._guard.cut_off.is_set()
+        return self._signals > 0 or self._cut_off()
+
+    def _cut_off(self) -> bool:
+        return self._guard.cut_off.is_set()
 
     def _limited(self) -> bool:
         limit = self.options.max_tasks
@@ -100,54 +110,79 @@ class Worker(Runner):
         return super()._claim(unrecorded, fresh_after)
 
     def _serve(self, began: float) -> None:
-        url = self.engine.url.render_as_string(hide_password=False)
-        self._waker = wakeup.for_engine(self.engine, url)
-        log.info("worker %s: waiting for tasks by %s", self.worker, self._waker.how)
-        backoff = 0.0
-        outage_began = 0.0
+        self._url = self.engine.url.render_as_string(hide_password=False)
+        self._waker = wakeup.for_engine(self.engine, self._url)
         woken = False
         try:
-            while not self._stopped():
+            try:
+                self._waker.connect()
+            except wakeup.Lost as exc:
+                self._reconnect(exc)
+            log.info("worker %s: waiting for tasks by %s", self.worker, self._waker.how)
+            while True:
                 try:
+                    if self._stopped() or self._limited():
+                        self._loop(time.monotonic())  # grace, release, interrupt as a run does
+                        return
                     self._waker.mark()
-                    if woken and self._waker.announces_commits and not self._limited():
+                    if woken and self._waker.announces_commits:
                         # Straight to what the notification announced, in one round trip;
                         # the loop's claim then takes whatever else is due, in claim order.
                         self._claim(fresh_after=self._newest_id)
                     self._loop(time.monotonic())
                     if self._stopped() or self._limited():
-                        break
+                        continue
                     self._tick()
-                    wait = self._idle_wait()
-                except SQLAlchemyError as exc:
-                    if not transient(exc):
+                    woken = self._waker.wait(self._idle_wait(), self._stopped)
+                except (SQLAlchemyError, wakeup.Lost) as exc:
+                    if isinstance(exc, SQLAlchemyError) and not transient(exc):
                         raise
-                    if not backoff:
-                        outage_began = time.monotonic()
-                        log.warning(
-                            "worker %s: lost the database, reconnecting with backoff: %s",
-                            self.worker,
-                            describe_db_error(exc, url),
-                        )
-                    backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
-                    self.engine.dispose()  # every pooled connection may be dead
-                    self._sleep(backoff)
-                    continue
-                if backoff:
-                    log.warning(
-                        "worker %s: the database is back after %.1fs",
-                        self.worker,
-                        time.monotonic() - outage_began,
-                    )
-                    backoff = 0.0
-                    self._next_beat = 0.0
-                    continue  # claim at once: work may have piled up
-                woken = self._waker.wait(wait, self._stopped)
-            self._loop(time.monotonic())  # a stop: grace, release, interrupt as a run does
+                    woken = False
+                    # Stopped with the database still away: the stop cannot release or record
+                    # anything, so that is the error (a run cut off from its leases says so
+                    # instead, after the loop).
+                    if not self._reconnect(exc) and not self._cut_off():
+                        if isinstance(exc, SQLAlchemyError):
+                            raise
+                        raise DatabaseError(
+                            f"database error ({mask_url(self._url)}): {exc}"
+                        ) from None
         finally:
             self._waker.close()
             if self.worker_options.on_beat is not None:
                 self._call_on_beat()
+
+    def _reconnect(self, exc: SQLAlchemyError | wakeup.Lost) -> bool:
+        """Wait out an outage: log it, try a round trip (a query, then the waker's LISTEN) at
+        once and then with a backoff, log the recovery. True once the database answered;
+        False when stopped before (a stop tries one round trip first, for a database that is
+        back already)."""
+        began = time.monotonic()
+        why = describe_db_error(exc, self._url) if isinstance(exc, SQLAlchemyError) else exc
+        log.warning("worker %s: lost the database, reconnecting with backoff: %s", self.worker, why)
+        self._waker.close()
+        backoff = FIRST_BACKOFF
+        while True:
+            self.engine.dispose()  # every pooled connection may be dead
+            try:
+                ping(self.engine)
+                if not self._stopped():
+                    self._waker.connect()  # LISTEN again at once, not after a poll
+            except (SQLAlchemyError, wakeup.Lost) as again:
+                if isinstance(again, SQLAlchemyError) and not transient(again):
+                    raise
+                if self._stopped():
+                    return False
+                self._sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            log.warning(
+                "worker %s: the database is back after %.1fs",
+                self.worker,
+                time.monotonic() - began,
+            )
+            self._next_beat = 0.0  # a heartbeat at once; the loop claims at once too
+            return True
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -244,11 +244,12 @@ def worker_command(
     """Claim and run tasks continuously, woken by the database; fire schedules as `run` does.
 
     A `run` that does not stop when idle: same leases, limits, alerts and schedule keys.
-    SIGTERM/SIGINT stop it as they stop `run` (--grace). A lost database connection is
-    logged once and retried with backoff (up to 30s); the worker never exits for it. It
-    heartbeats into `tickrun runs`, so `check --max-silence` and `doctor` see it. The
-    --metrics-file is written every 15s and at exit. Exit codes as for `run`; 3 also when
-    the database cannot be reached at start.
+    SIGTERM/SIGINT stop it as they stop `run` (--grace). A lost database is logged once
+    per outage and once when it is back; the worker tries again at once, then after 0.5s,
+    1s, 2s, ... (at most 30s apart, starting over at every outage), and never exits for it
+    (a stop while it is away: exit 3). It heartbeats into `tickrun runs`, so
+    `check --max-silence` and `doctor` see it. The --metrics-file is written every 15s and
+    at exit. Exit codes as for `run`; 3 also when the database cannot be reached at start.
 
     Example: tickrun --app myapp.jobs:app worker --concurrency 4
     """
