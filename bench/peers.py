@@ -1,0 +1,642 @@
+"""tickrun beside its peers: the same workloads, interleaved, in one invocation.
+
+    pip install -e '.[bench-peers]'        # pgqueuer, procrastinate, huey, Celery + Redis
+    .venv/bin/python bench/peers.py --n 10000 --repeat 3
+    .venv/bin/python bench/peers.py --quick   # small sizes: a correctness check
+
+W1 (one at a time, and in batches of ``--batch`` a call), W5 (an empty drain), W2 (one
+process drains ``--n`` due tasks), W3 (four processes), W4 (enqueue to handler start, one idle
+worker) for tickrun on each database and for every peer on the store it supports. Within each
+round, every workload runs for every system in turn, the order rotating from round to round,
+so a busy machine slows all of them alike and the ratios within a round stay meaningful. Every
+drain is checked as bench.py checks tickrun's: each task's handler ran exactly once (one line
+per execution in a shared log), every process exited 0, and the system's own store holds no
+unfinished job. Beside them, the physical limit of each store: one durable single-row commit
+through the bare driver. See bench/README.md, "Side by side with peers".
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from benchapp import app  # noqa: E402
+from benchdb import BenchDB, Unavailable  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from bench import (  # noqa: E402
+    LABELS,
+    BenchFailure,
+    byte_compile,
+    check_drained,
+    check_executions,
+    child_env,
+    drain_deadline,
+    machine,
+    measure_latencies,
+    run_processes,
+    tickrun_cmd,
+)
+
+PEERS = ("pgqueuer", "procrastinate", "huey", "celery")
+WORKLOADS = ("W1", "W5", "W2", "W3", "W4")  # the order they run in within a round
+STORES = ("sqlite", "postgresql", "mysql", "redis")
+STORE_LABELS = {**LABELS, "redis": "Redis"}
+REDIS_URL = os.environ.get("TICKRUN_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# A Redis-backed peer is compared with tickrun on this database (the issue's W4 comparison).
+REDIS_COMPARED_WITH = "postgresql"
+
+
+class System(Protocol):
+    """tickrun on one database, or one peer (bench/peer_*.py ``Adapter``)."""
+
+    name: str
+    store: str
+    how: str
+
+    def env(self) -> dict[str, str]: ...
+    def reset(self) -> None: ...
+    def settle(self) -> None: ...
+    def enqueue_one(self, n: int) -> float: ...
+    def enqueue_bulk(self, n: int, batch: int) -> float | None: ...
+    def fill(self, n: int) -> None: ...
+    def queued(self) -> int: ...
+    def problems_after_drain(self, n: int) -> str | None: ...
+    def drain_cmd(self) -> list[str] | None: ...
+    def worker_cmd(self, index: int) -> list[str]: ...
+    def enqueue_ping(self, i: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class Tickrun:
+    """tickrun on one BenchDB, through the same methods as the peers' adapters."""
+
+    name = "tickrun"
+    how = "tickrun run --concurrency 1; W4: tickrun worker"
+
+    def __init__(self, db: BenchDB) -> None:
+        self.db = db
+        self.store = db.kind
+        self.procs: list[Any] = []
+        self.pinger: Any = None
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def reset(self) -> None:
+        self.db.reset()
+        app.use_database(self.db.url)
+        with app.engine.connect():
+            pass  # the pool's connection is opened before any clock starts
+        self.pinger = None
+
+    def settle(self) -> None:
+        self.db.settle()
+
+    def enqueue_one(self, n: int) -> float:
+        begin = time.perf_counter()
+        for i in range(n):
+            app.enqueue("noop", {"i": i})
+        return time.perf_counter() - begin
+
+    def enqueue_bulk(self, n: int, batch: int) -> float | None:
+        begin = time.perf_counter()
+        for lo in range(0, n, batch):
+            app.enqueue_many(("noop", {"i": i}) for i in range(lo, min(n, lo + batch)))
+        return time.perf_counter() - begin
+
+    def fill(self, n: int) -> None:
+        self.db.fill("noop", app.task_row("noop", {"i": 0}), finished=0, due=n)
+
+    def queued(self) -> int:
+        return self.db.status_counts().get("pending", 0)
+
+    def problems_after_drain(self, n: int) -> str | None:
+        try:
+            check_drained(self.db, self.procs, n, 0, "tickrun")
+        except BenchFailure as exc:
+            return str(exc)
+        return None
+
+    def _cmd(self, command: str) -> list[str]:
+        return [*tickrun_cmd(), "--app", "benchapp:app", "--db", self.db.url, command]
+
+    def drain_cmd(self) -> list[str] | None:
+        return [*self._cmd("run"), "--concurrency", "1"]
+
+    def worker_cmd(self, index: int) -> list[str]:
+        return self._cmd("worker")
+
+    def enqueue_ping(self, i: int) -> None:
+        if self.pinger is None:
+            import tickrun
+
+            self.pinger = tickrun.App(database_url=self.db.url)
+            self.pinger.task(name="ping")(lambda i: None)
+        self.pinger.enqueue("ping", {"i": i})
+
+    def close(self) -> None:
+        pass  # the database is dropped by main(), after the peers that share it closed
+
+
+@dataclass
+class Measure:
+    """One figure of one system over the rounds."""
+
+    workload: str
+    store: str
+    system: str
+    unit: str  # "tasks/s" (higher is better) or "ms" (lower is better)
+    values: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+
+@dataclass
+class Run:
+    opts: argparse.Namespace
+    work: str
+    dbs: dict[str, BenchDB] = field(default_factory=dict)
+    measures: dict[tuple[str, str, str], Measure] = field(default_factory=dict)
+    loads: list[tuple[str, float]] = field(default_factory=list)
+
+    def record(self, workload: str, system: System, unit: str, value: float) -> None:
+        key = (workload, system.store, system.name)
+        m = self.measures.setdefault(key, Measure(workload, system.store, system.name, unit))
+        m.values.append(value)
+
+    def settle(self, system: System) -> None:
+        """What a long-lived database has done by itself after a bulk load: each system's own
+        step (tickrun: BenchDB.settle; huey: a WAL checkpoint), and on PostgreSQL, where all
+        the systems share one database, VACUUM ANALYZE of all of it and a CHECKPOINT."""
+        system.settle()
+        if system.store == "postgresql":
+            engine = self.dbs["postgresql"].engine
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+                conn.exec_driver_sql("CHECKPOINT")
+
+    def out_file(self) -> str:
+        return os.path.join(self.work, f"executions-{time.monotonic_ns()}.log")
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+def w1(run: Run, system: System) -> None:
+    n = run.opts.n
+    for what, enqueue in (
+        ("W1 one at a time", system.enqueue_one),
+        (f"W1 bulk, {run.opts.batch:,} a call", None),
+    ):
+        system.reset()
+        if enqueue is None:
+            seconds = system.enqueue_bulk(n, run.opts.batch)
+            if seconds is None:
+                continue  # no batch form: left out, and said so in the table
+        else:
+            seconds = enqueue(n)
+        queued = system.queued()
+        if queued != n:
+            raise BenchFailure(f"{system.name} {what}: {queued} jobs queued after {n} enqueues")
+        run.record(what, system, "tasks/s", n / seconds)
+
+
+def drain(run: Run, system: System, processes: int, what: str) -> float:
+    """Fill, settle, then time ``processes`` overlapping drains: each system's own command that
+    exits once the queue is empty, or (Celery) workers stopped once every task has run."""
+    n = run.opts.n
+    system.reset()
+    system.fill(n)
+    run.settle(system)
+    out = run.out_file()
+    env = {**child_env(out), **system.env()}
+    cmd = system.drain_cmd()
+    if cmd is not None:
+        elapsed, procs = run_processes([cmd] * processes, env, run.work, drain_deadline(n))
+        failed = [p for p in procs if p.exit_code != 0]
+        if failed:
+            raise BenchFailure(
+                f"{system.name} {what}: exit {failed[0].exit_code}: {failed[0].stderr[-2000:]}"
+            )
+        if isinstance(system, Tickrun):
+            system.procs = procs
+    else:
+        workers = [system.worker_cmd(k) for k in range(processes)]
+        elapsed = run_until_done(workers, env, run.work, out, n, drain_deadline(n))
+    check_executions(out, range(n), f"{system.name} {what}")
+    os.remove(out)
+    problem = system.problems_after_drain(n)
+    if problem:
+        raise BenchFailure(f"{system.name} {what}: {problem}")
+    return n / elapsed
+
+
+def run_until_done(
+    commands: list[list[str]], env: dict[str, str], cwd: str, out: str, n: int, deadline: float
+) -> float:
+    """Start workers that never exit by themselves; stop them (SIGTERM, their graceful stop)
+    once ``out`` holds ``n`` executions. Seconds from the first start to the last exit; the
+    log is read every 10 ms, which the figure includes."""
+    errs = [tempfile.TemporaryFile() for _ in commands]  # noqa: SIM115 - closed below
+    begin = time.monotonic()
+    procs = [
+        subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=e)
+        for c, e in zip(commands, errs, strict=True)
+    ]
+    try:
+        while count_lines(out) < n:
+            if any(p.poll() is not None for p in procs) or time.monotonic() - begin > deadline:
+                raise BenchFailure(f"{commands[0][0]}: {count_lines(out)} of {n} executions")
+            time.sleep(0.01)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        codes = [p.wait(60) for p in procs]
+        elapsed = time.monotonic() - begin
+        texts = []
+        for e in errs:
+            e.seek(0)
+            texts.append(e.read().decode(errors="replace"))
+            e.close()
+    # -SIGTERM: a worker stopped before it had set up its handler (the others had done all
+    # the work by then). Whether every task ran exactly once is checked from the log anyway.
+    bad = [c for c in codes if c not in (0, -signal.SIGTERM)]
+    if bad:
+        raise BenchFailure(f"{commands[0][0]} exited {codes}: {texts[codes.index(bad[0])][-2000:]}")
+    return elapsed
+
+
+def count_lines(path: str) -> int:
+    try:
+        return Path(path).read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def w2(run: Run, system: System) -> None:
+    run.record("W2 drain, 1 process", system, "tasks/s", drain(run, system, 1, "W2"))
+
+
+def w3(run: Run, system: System) -> None:
+    run.record("W3 drain, 4 processes", system, "tasks/s", drain(run, system, 4, "W3"))
+
+
+def w4(run: Run, system: System) -> None:
+    system.reset()
+    out = run.out_file()
+    env = {**child_env(out), **system.env()}
+    ms = measure_latencies(
+        system.worker_cmd(0), env, run.work, out, system.enqueue_ping, run.opts.w4_samples
+    )
+    # Every sample is kept: the figure is the median over all rounds' samples.
+    for value in ms:
+        run.record("W4 enqueue to handler start", system, "ms", value)
+
+
+def w5(run: Run, system: System) -> None:
+    system.reset()
+    run.settle(system)
+    cmd = system.drain_cmd()
+    if cmd is None:
+        return  # no command that runs what is due and exits (Celery)
+    env = {**child_env(run.out_file()), **system.env()}
+    run_processes([cmd], env, run.work, 60)  # untimed: the first start reads files from disk
+    seconds, (proc,) = run_processes([cmd], env, run.work, 60)
+    if proc.exit_code != 0:
+        raise BenchFailure(f"{system.name} W5: exit {proc.exit_code}: {proc.stderr[-2000:]}")
+    run.record("W5 empty drain (process start to exit)", system, "ms", seconds * 1000)
+
+
+def limits(run: Run, dbs: dict[str, BenchDB], redis_up: bool) -> None:
+    """One durable single-row commit per store, through the bare driver (bench/README, "What
+    bounds the figures"); Redis: one LPUSH round trip, not durable as configured here."""
+    n = min(run.opts.n, 5000)
+    for kind, db in dbs.items():
+        db.reset()
+        rate = db.raw_commit_rate(n, task_row=False)
+        run.measures.setdefault(
+            ("limit", kind, "bare driver"),
+            Measure("limit: 1 durable single-row commit", kind, "bare driver", "tasks/s"),
+        ).values.append(rate)
+    if redis_up:
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        key = f"tickrun_bench_limit_{uuid.uuid4().hex[:8]}"
+        begin = time.perf_counter()
+        for i in range(n):
+            r.lpush(key, i)
+        rate = n / (time.perf_counter() - begin)
+        r.delete(key)
+        r.close()
+        run.measures.setdefault(
+            ("limit", "redis", "bare driver"),
+            Measure("limit: 1 LPUSH (not durable here)", "redis", "bare driver", "tasks/s"),
+        ).values.append(rate)
+
+
+RUNNERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+
+
+# -- set-up ---------------------------------------------------------------------------------
+
+
+def redis_settings() -> dict[str, str] | None:
+    try:
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        got = {
+            k: str(v) for k in ("appendonly", "appendfsync", "save") for v in [r.config_get(k)[k]]
+        }
+        got["version"] = str(r.info("server")["redis_version"])
+        r.close()
+        return got
+    except Exception:  # noqa: BLE001 - unreachable or no client: the Redis peers are skipped
+        return None
+
+
+def load_peers(names: list[str], cfg: dict[str, Any], stores: set[str]) -> list[System]:
+    peers: list[System] = []
+    # Read at import by the peers' apps, here as in their workers (bench/peer_*.py).
+    os.environ["BENCH_PEER_PG_DSN"] = cfg["pg_dsn"]
+    for name in names:
+        try:
+            module = importlib.import_module(f"peer_{name}")
+        except ImportError as exc:
+            print(f"skipping {name}: not installed ({exc}); pip install -e '.[bench-peers]'")
+            continue
+        if module.Adapter.store not in stores:
+            print(f"skipping {name}: {module.Adapter.store} is not measured in this run")
+            continue
+        peers.append(module.Adapter(cfg))
+    return peers
+
+
+def ratio(tickrun: Measure, peer: Measure) -> float:
+    """How many times better tickrun's median is: > 1 means tickrun ahead."""
+    if tickrun.unit == "ms":
+        return peer.median / tickrun.median
+    return tickrun.median / peer.median
+
+
+def report(run: Run) -> tuple[list[list[str]], list[list[str]]]:
+    rows = []
+    for (workload, store, name), m in run.measures.items():
+        if name == "tickrun" or workload == "limit":
+            continue
+        base_store = REDIS_COMPARED_WITH if store == "redis" else store
+        t = run.measures.get((workload, base_store, "tickrun"))
+        rows.append([workload, STORE_LABELS[store], name, fmt(m), spread(m)])
+        rows[-1].append(f"{ratio(t, m):.2f}×" if t else "")
+    for (workload, store, name), m in run.measures.items():
+        if name == "tickrun" or workload == "limit":
+            label = m.workload if workload == "limit" else workload
+            rows.append([label, STORE_LABELS[store], name, fmt(m), spread(m), ""])
+    order = {w: i for i, w in enumerate(["W1 one", "limit", "W1 bulk", "W5", "W2", "W3", "W4"])}
+    names = {n: i for i, n in enumerate(["tickrun", *PEERS, "bare driver"])}
+    rows.sort(
+        key=lambda r: (
+            min(v for k, v in order.items() if r[0].startswith(k)),
+            STORES.index(next(k for k, v in STORE_LABELS.items() if v == r[1])),
+            names[r[2]],
+        )
+    )
+    return rows, targets(run)
+
+
+def fmt(m: Measure) -> str:
+    return f"{m.median:,.0f} {m.unit}" if m.median >= 100 else f"{m.median:.1f} {m.unit}"
+
+
+def spread(m: Measure) -> str:
+    """min–max over the rounds (W4: over every sample)."""
+    lo, hi = min(m.values), max(m.values)
+    return f"{lo:,.0f}–{hi:,.0f}" if lo >= 100 else f"{lo:.1f}–{hi:,.1f}"
+
+
+def targets(run: Run) -> list[list[str]]:
+    """Issue 29's targets, as ratios from this run's medians."""
+    got = run.measures
+    out = []
+
+    def best(workload: str, store: str) -> Measure | None:
+        peers = [
+            m for (w, s, n), m in got.items() if w == workload and s == store and n != "tickrun"
+        ]
+        if not peers:
+            return None
+        return max(peers, key=lambda m: m.median if m.unit == "tasks/s" else -m.median)
+
+    for store in STORES:
+        mine = got.get((f"W1 bulk, {run.opts.batch:,} a call", store, "tickrun"))
+        peer = best(f"W1 bulk, {run.opts.batch:,} a call", store)
+        if mine and peer:
+            r = mine.median / peer.median
+            out.append(
+                [
+                    "W1 bulk ≥ 1.5× best peer",
+                    STORE_LABELS[store],
+                    f"{r:.2f}× {peer.system}",
+                    yes(r >= 1.5),
+                ]
+            )
+        one = got.get(("W1 one at a time", store, "tickrun"))
+        limit = got.get(("limit", store, "bare driver"))
+        if one and limit:
+            r = one.median / limit.median
+            out.append(
+                [
+                    "W1 one ≥ 90 % of the commit limit",
+                    STORE_LABELS[store],
+                    f"{r:.0%}",
+                    yes(r >= 0.9),
+                ]
+            )
+    pg = "postgresql"
+    for workload, want, what in (
+        ("W4 enqueue to handler start", 2.0, "W4 ≤ ½ pgqueuer's median"),
+        ("W5 empty drain (process start to exit)", 1.0, "W5 ≤ pgqueuer's"),
+        ("W2 drain, 1 process", 1.5, "W2 (tickrun run) ≥ 1.5× pgqueuer"),
+    ):
+        mine, peer = got.get((workload, pg, "tickrun")), got.get((workload, pg, "pgqueuer"))
+        if mine and peer:
+            r = ratio(mine, peer)
+            out.append(
+                [
+                    what,
+                    "PostgreSQL",
+                    f"{r:.2f}× (tickrun {fmt(mine)}, pgqueuer {fmt(peer)})",
+                    yes(r >= want),
+                ]
+            )
+    return out
+
+
+def yes(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="sqlite,postgresql,mysql", help="tickrun's databases")
+    parser.add_argument("--peers", default=",".join(PEERS), help=",".join(PEERS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=",".join(WORKLOADS))
+    parser.add_argument("--n", type=int, help="tasks per W1, W2, W3 run [20000; --quick 300]")
+    parser.add_argument("--repeat", type=int, help="rounds [3; --quick 1]")
+    parser.add_argument("--batch", type=int, default=1000, help="W1 bulk: tasks a call [1000]")
+    parser.add_argument("--w4-samples", type=int, help="W4 samples per round [60; --quick 5]")
+    parser.add_argument("--sqlite-dir", help="directory for SQLite files [the temp dir]")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a correctness check")
+    opts = parser.parse_args(argv)
+    opts.dbs = [d for d in opts.db.split(",") if d]
+    opts.peer_names = [p for p in opts.peers.split(",") if p]
+    opts.workload_list = [w.upper() for w in opts.workloads.split(",") if w]
+    for d in opts.dbs:
+        if d not in LABELS:
+            parser.error(f"unknown database {d!r} (choose from {', '.join(LABELS)})")
+    for p in opts.peer_names:
+        if p not in PEERS:
+            parser.error(f"unknown peer {p!r} (choose from {', '.join(PEERS)})")
+    for w in opts.workload_list:
+        if w not in WORKLOADS:
+            parser.error(f"unknown workload {w!r} (choose from {', '.join(WORKLOADS)})")
+    opts.n = opts.n or (300 if opts.quick else 20_000)
+    opts.repeat = opts.repeat or (1 if opts.quick else 3)
+    opts.w4_samples = opts.w4_samples or (5 if opts.quick else 60)
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    byte_compile()
+    started = datetime.now(UTC)
+    info = machine()
+    print(
+        f"tickrun beside peers, {started:%Y-%m-%d %H:%M} UTC, {info['nproc']} CPUs "
+        f"({info['cpu']}), load {info['loadavg_at_start'][0]:.2f}, commit {info['git_head']}; "
+        f"n={opts.n}, rounds={opts.repeat}, W4 samples/round={opts.w4_samples}",
+        flush=True,
+    )
+    systems: list[System] = []
+    settings: dict[str, Any] = {}
+    failure: BenchFailure | None = None
+    with tempfile.TemporaryDirectory(prefix="tickrun-peers-work-") as work:
+        run = Run(opts, work)
+        dbs = run.dbs
+        try:
+            for kind in opts.dbs:
+                try:
+                    dbs[kind] = BenchDB.create(kind, opts.sqlite_dir)
+                except (Unavailable, ImportError) as exc:
+                    print(f"skipping {LABELS[kind]}: {exc}", flush=True)
+            redis = redis_settings()
+            if redis is None:
+                print(f"skipping Redis: {REDIS_URL} does not answer", flush=True)
+            stores = set(dbs) | ({"redis"} if redis else set())
+            systems = [Tickrun(db) for db in dbs.values()]
+            cfg = {
+                "pg_dsn": dbs["postgresql"].url.replace("+psycopg", "")
+                if "postgresql" in dbs
+                else "",
+                "redis_url": REDIS_URL,
+                "sqlite_dir": opts.sqlite_dir,
+                "bin": str(Path(sys.executable).parent),
+                "run_id": uuid.uuid4().hex[:10],
+            }
+            systems += load_peers(opts.peer_names, cfg, stores)
+            settings = {k: db.settings() for k, db in dbs.items()}
+            if redis:
+                settings["redis"] = redis
+            for r in range(opts.repeat):
+                turn = r % len(systems)
+                ordered = systems[turn:] + systems[:turn]  # a different system first each round
+                run.loads.append((f"round {r + 1}", os.getloadavg()[0]))
+                print(f"round {r + 1}: load {os.getloadavg()[0]:.2f}", flush=True)
+                limits(run, dbs, redis is not None)
+                for workload in [w for w in WORKLOADS if w in opts.workload_list]:
+                    for system in ordered:
+                        RUNNERS[workload](run, system)
+                    line = ", ".join(
+                        f"{m.system} {STORE_LABELS[m.store]} {m.values[-1]:,.0f}"
+                        for m in run.measures.values()
+                        if m.workload.startswith(workload) and m.values
+                    )
+                    print(f"  {workload}: {line}", flush=True)
+        except BenchFailure as exc:
+            failure = exc
+            print(f"FAILED: {exc}", file=sys.stderr, flush=True)
+        finally:
+            for system in systems:
+                system.close()
+            for db in dbs.values():
+                db.drop()
+    finished = datetime.now(UTC)
+    rows, goals = report(run)
+    print()
+    print(
+        tabulate(
+            rows,
+            headers=["workload", "store", "system", "median", "min–max", "tickrun ahead by"],
+            tablefmt="github",
+        )
+    )
+    if goals:
+        print("\nissue 29's targets, from this run's medians:")
+        print(tabulate(goals, headers=["target", "database", "measured", ""], tablefmt="github"))
+    for system in systems:
+        print(f"{system.name} ({STORE_LABELS[system.store]}): {system.how}")
+    load_end = os.getloadavg()
+    print(f"load average at the end: {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
+    suffix = "-quick" if opts.quick else ""
+    path = HERE / f"results-peers-{started:%Y-%m-%dT%H%M}{suffix}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(timespec="seconds"),
+                "finished": finished.isoformat(timespec="seconds"),
+                "machine": {**info, "loadavg_at_end": load_end},
+                "options": {k: v for k, v in vars(opts).items()},
+                "settings": settings,
+                "loads": run.loads,
+                "failure": str(failure) if failure else None,
+                "measures": [vars(m) for m in run.measures.values()],
+                "targets": goals,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
+    print(f"written: {path}")
+    if failure is not None:
+        print(f"error: benchmark FAILED: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
