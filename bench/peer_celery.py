@@ -62,18 +62,18 @@ class Adapter:
     def settle(self) -> None:
         pass
 
-    def enqueue_one(self, n: int) -> float:
+    def enqueue_one(self, ids: range) -> float:
         with app.producer_or_acquire() as producer:  # the broker connection, before the clock
             begin = time.perf_counter()
-            for i in range(n):
+            for i in ids:
                 noop.apply_async((i,), producer=producer)
             return time.perf_counter() - begin
 
-    def enqueue_bulk(self, n: int, batch: int) -> float | None:
+    def enqueue_bulk(self, ids: range, batch: int) -> float | None:
         return None  # a group is one message per task: no batch form
 
     def fill(self, n: int) -> None:
-        self.enqueue_one(n)
+        self.enqueue_one(range(n))
 
     def queued(self) -> int:
         return int(self.redis.llen(self.queue))

@@ -75,13 +75,13 @@ class Adapter:
         finally:
             raw.close()
 
-    def enqueue_one(self, n: int) -> float:
+    def enqueue_one(self, ids: range) -> float:
         begin = time.perf_counter()
-        for i in range(n):
+        for i in ids:
             self.huey.enqueue(noop.s(i))  # what calling noop(i) does, on this file
         return time.perf_counter() - begin
 
-    def enqueue_bulk(self, n: int, batch: int) -> float | None:
+    def enqueue_bulk(self, ids: range, batch: int) -> float | None:
         return None  # huey has no batch enqueue
 
     def fill(self, n: int) -> None:

@@ -87,31 +87,31 @@ class Adapter:
     def settle(self) -> None:
         pass  # bench/peers.py settles the whole PostgreSQL database
 
-    def enqueue_one(self, n: int) -> float:
+    def enqueue_one(self, ids: range) -> float:
         async def go() -> float:
             begin = time.perf_counter()
-            for i in range(n):
+            for i in ids:
                 await self.queries.enqueue("noop", b"%d" % i)
             return time.perf_counter() - begin
 
         return self.loop.run_until_complete(go())
 
-    def enqueue_bulk(self, n: int, batch: int) -> float | None:
+    def enqueue_bulk(self, ids: range, batch: int) -> float | None:
         """pgqueuer's list form: one statement of ``batch`` jobs a call."""
 
         async def go() -> float:
             begin = time.perf_counter()
-            for lo in range(0, n, batch):
-                ids = range(lo, min(n, lo + batch))
+            for lo in range(ids.start, ids.stop, batch):
+                part = range(lo, min(ids.stop, lo + batch))
                 await self.queries.enqueue(
-                    ["noop"] * len(ids), [b"%d" % i for i in ids], [0] * len(ids)
+                    ["noop"] * len(part), [b"%d" % i for i in part], [0] * len(part)
                 )
             return time.perf_counter() - begin
 
         return self.loop.run_until_complete(go())
 
     def fill(self, n: int) -> None:
-        self.enqueue_bulk(n, 1000)
+        self.enqueue_bulk(range(n), 1000)
 
     def queued(self) -> int:
         return int(self._sql("SELECT count(*) FROM pgqueuer"))

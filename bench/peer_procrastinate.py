@@ -59,31 +59,32 @@ class Adapter:
     def settle(self) -> None:
         pass  # bench/peers.py settles the whole PostgreSQL database
 
-    def enqueue_one(self, n: int) -> float:
+    def enqueue_one(self, ids: range) -> float:
         task = self.app.tasks["noop"]
 
         async def go() -> float:
             begin = time.perf_counter()
-            for i in range(n):
+            for i in ids:
                 await task.defer_async(i=i)
             return time.perf_counter() - begin
 
         return self.loop.run_until_complete(go())
 
-    def enqueue_bulk(self, n: int, batch: int) -> float | None:
+    def enqueue_bulk(self, ids: range, batch: int) -> float | None:
         """``batch_defer_async``: one statement of ``batch`` jobs a call."""
         task = self.app.tasks["noop"]
 
         async def go() -> float:
             begin = time.perf_counter()
-            for lo in range(0, n, batch):
-                await task.batch_defer_async(*({"i": i} for i in range(lo, min(n, lo + batch))))
+            for lo in range(ids.start, ids.stop, batch):
+                part = range(lo, min(ids.stop, lo + batch))
+                await task.batch_defer_async(*({"i": i} for i in part))
             return time.perf_counter() - begin
 
         return self.loop.run_until_complete(go())
 
     def fill(self, n: int) -> None:
-        self.enqueue_bulk(n, 1000)
+        self.enqueue_bulk(range(n), 1000)
 
     def _counts(self) -> dict[str, int]:
         async def go() -> dict[str, int]:
