@@ -240,7 +240,7 @@ class BenchDB:
             sql = (
                 "INSERT INTO tickrun_tasks (name, queue, priority, status, payload, run_at, "
                 "claimable_at, attempts, max_attempts, created_at) "
-                "VALUES ('noop', 'default', 0, 'pending', {m}, {m}, {m}, 0, 5, {m})"
+                "VALUES ('bench_floor', 'default', 0, 'pending', {m}, {m}, {m}, 0, 5, {m})"
             )
         else:
             table = "bench_commit"
@@ -281,7 +281,12 @@ class BenchDB:
             elif self.kind == "mysql":
                 driver.autocommit(False)
             raw.close()
-        self._exec(f"DROP TABLE {table}" if table == "bench_commit" else f"DELETE FROM {table}")
+        # Only its own rows: bench/peers.py interleaves this with tickrun's enqueues.
+        self._exec(
+            "DROP TABLE bench_commit"
+            if table == "bench_commit"
+            else "DELETE FROM tickrun_tasks WHERE name = 'bench_floor'"
+        )
         return rate
 
     def _exec(self, sql: str) -> None:
