@@ -1054,6 +1054,11 @@ def main(argv: list[str] | None = None) -> int:
     path = HERE / f"results-{started:%Y-%m-%dT%H%M}{suffix}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nwritten: {path}")
+    return exit_code(failure)
+
+
+def exit_code(failure: BenchFailure | None) -> int:
+    """1 after a failed check, said on stderr as ``error: ...``; 0 otherwise."""
     if failure is not None:
         print(f"error: benchmark FAILED: {failure}", file=sys.stderr)
         return 1

@@ -48,6 +48,7 @@ from bench import (  # noqa: E402
     check_executions,
     child_env,
     drain_deadline,
+    exit_code,
     machine,
     measure_latencies,
     run_processes,
@@ -681,10 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     print(f"written: {path}")
-    if failure is not None:
-        print(f"error: benchmark FAILED: {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(failure)
 
 
 if __name__ == "__main__":
