@@ -99,5 +99,7 @@ class Adapter:
         ping.apply_async((i,))
 
     def close(self) -> None:
-        self.redis.delete(self.queue, f"_kombu.binding.{self.queue}")
+        # The queue and kombu's record of its binding (named so in kombu 5.7, and before it).
+        bindings = [f"_kombu.binding{kind}.{self.queue}" for kind in ("", "_permanent")]
+        self.redis.delete(self.queue, *bindings)
         self.redis.close()
