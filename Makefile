@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo web test lint bench docs docs-serve clean
+.PHONY: install demo web test lint bench bench-peers docs docs-serve clean
 
 $(BIN)/tickrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,16 @@ test: install
 	$(MKDOCS) build --strict
 	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# `make bench`: tickrun's own workloads on SQLite, PostgreSQL and MariaDB (bench/README.md).
+# `make bench-peers`: the same workloads side by side with pgqueuer, procrastinate, huey and
+# Celery + Redis, interleaved in one run (bench/peers.py); it installs the `bench-peers` extra
+# first. Options through PEERS_ARGS, e.g. PEERS_ARGS='--n 10000 --repeat 3' or '--quick'.
 bench: install
 	$(BIN)/python bench/bench.py
+
+bench-peers: install
+	$(BIN)/pip install --quiet -e '.[bench-peers]'
+	$(BIN)/python bench/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache site

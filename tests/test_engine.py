@@ -1112,6 +1112,35 @@ def test_a_bulk_enqueue_split_in_several_statements_is_all_or_nothing(
     assert count(app.engine) == 0
 
 
+# -- the start of a run on PostgreSQL ------------------------------------------------------
+
+
+def test_a_postgresql_engine_starts_without_looking_up_hstore(servers, monkeypatch) -> None:  # noqa: ANN001
+    """SQLAlchemy's psycopg dialect looks the hstore type up on an engine's first connection
+    (a savepoint, a catalog query and its release); tickrun stores none, so every cron tick
+    spares those round trips. Every statement psycopg runs is recorded, then run as usual."""
+    import psycopg
+
+    # A URL of its own: open_engine keeps one engine per URL, and this one must be new.
+    url = make_url(servers.get("postgresql")).update_query_dict({"application_name": "hstore"})
+    statements: list[tuple[str, Any]] = []
+    execute = psycopg.Cursor.execute
+
+    def recorded(self, query, params=None, **kwargs):  # noqa: ANN001, ANN202
+        statements.append((str(query), params))
+        return execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recorded)
+    engine = open_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
+    assert any("SELECT 1" in sql for sql, _ in statements)  # the spy saw the connection
+    assert not [s for s in statements if "hstore" in repr(s).lower()], statements
+
+
 # -- psycopg's prepared statements (PgBouncer's transaction pooling cannot carry them) --------
 
 

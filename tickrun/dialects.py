@@ -96,9 +96,15 @@ def engine_options(url: str) -> dict[str, Any]:
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     if backend == "postgresql":
         connect_args = _unless_in_url(parsed.query, POSTGRES_LINK_OPTIONS)
+        options: dict[str, Any] = {"connect_args": connect_args}
+        if parsed.get_driver_name() in ("psycopg", "psycopg2"):
+            # tickrun stores no hstore: without this, the dialect's first connection looks the
+            # type up (a savepoint, a catalog query, its release), three round trips of every
+            # cron tick's start (bench/README.md, "W5 on PostgreSQL").
+            options["use_native_hstore"] = False
         if parsed.get_driver_name() == "psycopg":
             connect_args["prepare_threshold"] = prepare_threshold(parsed.query)
-        return {"connect_args": connect_args}
+        return options
     if backend in ("mysql", "mariadb"):
         return {
             "isolation_level": "READ COMMITTED",
