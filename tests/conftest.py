@@ -29,6 +29,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.helpers.background import _background, _workers, kill_all
 from tickrun.database import open_engine
 from tickrun.migrations import init_schema
 from tickrun.schema import metadata
@@ -324,6 +325,20 @@ def backend(db_url: str) -> str:
 @pytest.fixture
 def engine(db_url: str):  # noqa: ANN201
     return open_engine(db_url)
+
+
+@pytest.fixture(autouse=True)
+def reap_runs() -> Iterator[None]:
+    """A failed test must not leave a blocked ``tickrun run`` behind."""
+    yield
+    kill_all(_background)
+
+
+@pytest.fixture(autouse=True)
+def reap_workers() -> Iterator[None]:
+    """Nor a ``tickrun worker``."""
+    yield
+    kill_all(_workers)
 
 
 @pytest.fixture

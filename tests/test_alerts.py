@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from freezegun import freeze_time
 from sqlalchemy import Engine, func, select
 
 from tests.conftest import tickrun, write_app
+from tests.helpers.servers import SECRET, Receiver
 from tickrun import App, Fail, UsageError, store
 from tickrun.lifecycle import DEAD, Outcome
 from tickrun.notify import Targets, check_url, mask_url, resolve_targets
@@ -29,78 +27,6 @@ from tickrun.runner import RunOptions, run
 from tickrun.schema import alerts, runs
 
 T0 = datetime(2026, 4, 6, 10, 0, 0, tzinfo=UTC)
-SECRET = "T0001/B0002/s3cr3tT0k3n"
-
-
-class Receiver:
-    """A webhook receiver: a real HTTP server on 127.0.0.1 in a thread of the test.
-
-    ``status`` is what it answers (503: failing); ``drop`` makes it read and record a request,
-    then close the connection without answering (an acknowledgement lost on the way); while
-    stopped, its port refuses connections (down)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.status = 200
-        self.drop = False
-        self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-        self.port = port
-        self.start()
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    receiver.requests.append(
-                        {
-                            "path": self.path,
-                            "headers": dict(self.headers),
-                            "body": body.decode(),
-                            "status": None if receiver.drop else receiver.status,
-                        }
-                    )
-                if receiver.drop:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def url(self, path: str = f"/services/{SECRET}") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def delivered(self) -> list[dict[str, Any]]:
-        """The bodies of the requests it acknowledged with a 2xx."""
-        with self.lock:
-            return [
-                json.loads(r["body"])
-                for r in self.requests
-                if r["status"] is not None and 200 <= r["status"] < 300
-            ]
-
-    def received(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(r["body"]) for r in self.requests]
 
 
 @pytest.fixture

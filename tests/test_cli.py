@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ROOT, ServerDatabases, cli_env, empty_tables, tickrun, write_app
-from tests.test_inspect import COMMANDS_NEEDING_SCHEMA
+from tests.helpers.cli import COMMANDS_NEEDING_SCHEMA
 from tickrun import App, PayloadError, UsageError, __version__, store
 from tickrun.database import open_engine
 from tickrun.migrations import init_schema

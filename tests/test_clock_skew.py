@@ -18,10 +18,9 @@ import pytest
 from sqlalchemy import Engine, update
 
 from tests.conftest import write_app
-from tests.test_crash import (
+from tests.helpers.processes import (
     app_source,
     executions,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
     start_run,
     task_rows,
     twin_app,

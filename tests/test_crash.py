@@ -12,176 +12,33 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import cli_env, tickrun, write_app
-from tickrun import App
+from tests.conftest import tickrun, write_app
+from tests.helpers.processes import (
+    DEADLINE,
+    app_source,
+    executions,
+    history,
+    start_run,
+    task_rows,
+    twin_app,
+    wait_all_due,
+    wait_until,
+)
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
-from tickrun.schema import attempts, runs, tasks
+from tickrun.schema import runs
 
 pytestmark = pytest.mark.slow
-
-DEADLINE = 90.0  # seconds any awaited condition may take on a loaded 2-core machine
-
-# Every jobs.py starts with this: files live next to the module, so no path is formatted in.
-PRELUDE = """\
-import os
-import signal
-import time
-
-from tickrun import App
-
-app = App()
-HERE = os.path.dirname(os.path.abspath(__file__))
-LOG = os.path.join(HERE, "executions.log")
-
-
-def note(line):
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\\n").encode())
-    finally:
-        os.close(fd)
-
-
-def here(name):
-    return os.path.join(HERE, name)
-
-
-def block_until(name):
-    while not os.path.exists(here(name)):
-        time.sleep(0.02)
-"""
-
-
-def app_source(body: str) -> str:
-    return PRELUDE + "\n\n" + body.strip("\n") + "\n"
-
-
-# -- helpers shared with test_concurrency.py ---------------------------------------------------
-
-
-def executions(project: Path) -> list[str]:
-    log = project / "executions.log"
-    return log.read_text().splitlines() if log.exists() else []
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-_background: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def reap_runs() -> Iterator[None]:
-    """A failed test must not leave a blocked ``tickrun run`` behind."""
-    yield
-    while _background:
-        proc = _background.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@dataclass
-class RunProcess:
-    """A ``tickrun run`` in the background; output goes to files so no pipe can fill up."""
-
-    proc: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    def finish(self, timeout: float = DEADLINE) -> tuple[int, str, str]:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"tickrun run did not finish within {timeout:g}s: {self.err.read_text()}"
-            ) from None
-        return code, self.out.read_text(), self.err.read_text()
-
-
-def start_run(
-    project: Path,
-    db_url: str,
-    ref: str,
-    *args: str,
-    tag: str = "run",
-    env: dict[str, str] | None = None,
-) -> RunProcess:
-    out, err = project / f"{tag}.out", project / f"{tag}.err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "run", *args],
-            cwd=project,
-            env=cli_env(db_url, {"TICKRUN_APP": ref, **(env or {})}),
-            stdout=stdout,
-            stderr=stderr,
-        )
-    _background.append(proc)
-    return RunProcess(proc, out, err)
-
-
-def twin_app(db_url: str, *names: str, **options: Any) -> App:
-    """An App in the test process registering ``names`` like jobs.py does, to enqueue with."""
-    app = App(database_url=db_url)
-    for name in names:
-        app.task(name=name, **options.get(name, {}))(_accepts_anything)
-    app.use_database(db_url)
-    return app
-
-
-def _accepts_anything(**_kwargs: Any) -> None:
-    raise AssertionError("handlers run in tickrun processes, not in the test")
-
-
-def task_rows(engine: Engine) -> dict[int, Any]:
-    with engine.connect() as conn:
-        return {r.id: r for r in conn.execute(select(tasks))}
-
-
-def history(engine: Engine, task_id: int) -> list[Any]:
-    stmt = select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt)
-    with engine.connect() as conn:
-        return list(conn.execute(stmt))
-
-
-def not_due(engine: Engine) -> int:
-    """Unfinished tasks that no run may claim yet (a live lease or a future run_at)."""
-    stmt = select(func.count()).where(
-        tasks.c.claimable_at > datetime.now(UTC),
-        tasks.c.status.in_(("pending", "retrying", "running")),
-    )
-    with engine.connect() as conn:
-        return conn.execute(stmt).scalar_one()
-
-
-def wait_all_due(engine: Engine) -> None:
-    wait_until(lambda: not_due(engine) == 0, "every lease to expire")
 
 
 def assert_clean(out: str, err: str) -> None:

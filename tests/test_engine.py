@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from tests.helpers.apps import T0, W, new_app, row, run_bounded
 from tickrun import (
     App,
     ConfigError,
@@ -37,22 +37,8 @@ from tickrun.database import open_engine
 from tickrun.failures import MAX_TEXT_BYTES
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
 from tickrun.migrations import init_schema
-from tickrun.runner import Runner, RunOptions, RunSummary, run
+from tickrun.runner import Runner, RunOptions, run
 from tickrun.schema import attempts, runs, tasks
-
-T0 = datetime(2026, 4, 6, 10, 0, 0, tzinfo=UTC)
-W = RunOptions(worker="w1")
-
-
-def new_app(db_url: str) -> App:
-    app = App(database_url=db_url)
-    app.use_database(db_url)
-    return app
-
-
-def row(engine: Engine, task_id: int) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
 
 
 def history(engine: Engine, task_id: int) -> list[Any]:
@@ -68,25 +54,6 @@ def history(engine: Engine, task_id: int) -> list[Any]:
 def count(engine: Engine, *where: Any) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(tasks).where(*where)).scalar_one()
-
-
-def run_bounded(app: App, options: RunOptions = W, timeout: float = 90) -> RunSummary:
-    """run(app), failing the test instead of hanging it when the run never ends."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["summary"] = run(app, options)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), f"the run did not end within {timeout}s"
-    if "error" in box:
-        raise box["error"]
-    return box["summary"]
 
 
 def ghost_claim(app: App, now: datetime, worker: str = "ghost") -> store.ClaimBatch:

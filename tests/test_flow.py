@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from tests.conftest import tickrun, write_app
-from tests.test_engine import T0, new_app, row
+from tests.helpers.apps import T0, new_app, row
 from tickrun import App, ConfigError, PayloadError, UsageError, clock, store
 from tickrun.flow import Rate, parse_rate
 from tickrun.lifecycle import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, Outcome

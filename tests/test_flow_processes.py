@@ -18,11 +18,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from tests.conftest import write_app
-from tests.test_crash import (
+from tests.helpers.processes import (
     DEADLINE,
     app_source,
     executions,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
     start_run,
     task_rows,
     wait_until,

@@ -17,7 +17,7 @@ from freezegun import freeze_time
 from sqlalchemy import Engine, delete, func, inspect, select, update
 
 from tests.conftest import ROOT, cli_env, tickrun
-from tests.test_engine import T0, new_app, run_bounded
+from tests.helpers.apps import T0, new_app, run_bounded
 from tickrun import dialects, maintenance, store
 from tickrun.database import open_engine
 from tickrun.schema import SCHEMA_VERSION, attempts, meta, runs, tasks

@@ -22,19 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from freezegun import freeze_time
 from sqlalchemy import Engine, func, insert, select
 
 from tests.conftest import cli_env, tickrun, tickruns, write_app
+from tests.helpers.cli import COMMANDS_NEEDING_SCHEMA, at_t0, invoke
+from tests.helpers.seeds import MIN, SEC, T0, add_attempt, add_run, add_task, mixed_state, task_row
 from tickrun import activity, doctor, listings, maintenance, store
-from tickrun.cli.base import main
 from tickrun.output import Column, fitted_table
 from tickrun.schema import SCHEMA_VERSION, attempts, runs, tasks
-
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-MIN = timedelta(minutes=1)
-SEC = timedelta(seconds=1)
 
 CONTRACT = {
     "due": listings.DUE_FIELDS,
@@ -47,112 +44,12 @@ CONTRACT = {
 # -- helpers -------------------------------------------------------------------------------
 
 
-class _Main:
-    """Lets CliRunner drive tickrun's own entry point: one-line errors, contract exit codes."""
-
-    name = "tickrun"
-
-    def main(self, args: list[str], prog_name: str, **_: Any) -> None:
-        main(list(args))
-
-
-def invoke(db_url: str | None, *args: str, env: dict[str, str | None] | None = None) -> Result:
-    argv = (["--db", db_url] if db_url else []) + list(args)
-    clean: dict[str, str | None] = {"TICKRUN_DATABASE_URL": None, "TICKRUN_APP": None}
-    return CliRunner().invoke(_Main(), argv, env={**clean, **(env or {})})  # type: ignore[arg-type]
-
-
-def at_t0(db_url: str | None, *args: str, **kw: Any) -> Result:
-    with freeze_time(T0):
-        return invoke(db_url, *args, **kw)
-
-
-def add_task(engine: Engine, **fields: Any) -> int:
-    """Insert a task row as the engine would have left it in ``status``."""
-    status = fields.setdefault("status", "pending")
-    run_at = fields.setdefault("run_at", T0 - MIN)
-    row = {
-        "name": "job",
-        "queue": "default",
-        "priority": 0,
-        "payload": "{}",
-        "key": None,
-        "attempts": 0,
-        "max_attempts": 5,
-        "created_at": T0 - timedelta(hours=2),
-        **fields,
-    }
-    if status == "running":
-        row.setdefault("started_at", run_at)
-        row.setdefault("lease_until", T0 + MIN)
-        row.setdefault("claim_token", "t" * 32)
-        row.setdefault("worker", "host:1")
-        row.setdefault("claimable_at", row["lease_until"])
-    elif status in ("pending", "retrying"):
-        row.setdefault("claimable_at", run_at)
-    else:
-        row.setdefault("finished_at", T0 - 10 * MIN)
-        row.setdefault("claimable_at", None)
-    with engine.begin() as conn:
-        return conn.execute(insert(tasks).values(**row)).inserted_primary_key[0]
-
-
-def add_attempt(
-    engine: Engine,
-    task_id: int,
-    attempt: int,
-    outcome: str,
-    started: datetime | None,
-    finished: datetime,
-    error: str | None = None,
-    **extra: Any,
-) -> None:
-    if error is None and outcome != "succeeded":
-        error = f"ValueError: attempt {attempt} {outcome}"
-    with engine.begin() as conn:
-        conn.execute(
-            insert(attempts).values(
-                task_id=task_id,
-                attempt=attempt,
-                outcome=outcome,
-                started_at=started,
-                finished_at=finished,
-                worker=extra.pop("worker", "host:1"),
-                error=error,
-                **extra,
-            )
-        )
-
-
-def add_run(engine: Engine, started: datetime) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            insert(runs).values(
-                started_at=started,
-                finished_at=started + SEC,
-                host="host",
-                worker="host:1",
-                pid=1,
-                claimed=0,
-                succeeded=0,
-                retried=0,
-                dead=0,
-                exit_code=0,
-            )
-        )
-
-
 def snapshot(engine: Engine) -> tuple[list[Any], list[Any]]:
     with engine.connect() as conn:
         return (
             [tuple(r) for r in conn.execute(select(tasks).order_by(tasks.c.id))],
             [tuple(r) for r in conn.execute(select(attempts).order_by(attempts.c.id))],
         )
-
-
-def task_row(engine: Engine, task_id: int) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
 
 
 def n_attempts(engine: Engine, task_id: int) -> int:
@@ -168,28 +65,6 @@ def one_error_line(result: Result) -> str:
     assert lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     return lines[0]
-
-
-def mixed_state(engine: Engine) -> dict[str, int]:
-    """One row in every interesting state, with failures."""
-    ids = {
-        "due": add_task(engine, name="send_email", key="welcome:1", payload='{"user_id": 1}'),
-        "future": add_task(engine, name="send_email", run_at=T0 + 5 * MIN),
-        "retrying": add_task(
-            engine, name="sync", status="retrying", attempts=1, run_at=T0 + 2 * MIN
-        ),
-        "dead": add_task(
-            engine,
-            name="sync",
-            status="dead",
-            attempts=5,
-            last_error="RuntimeError: gave up",
-            last_traceback="Traceback (most recent call last):\nRuntimeError: gave up",
-        ),
-    }
-    add_attempt(engine, ids["retrying"], 1, "failed", T0 - 3 * MIN, T0 - 2 * MIN)
-    add_attempt(engine, ids["dead"], 5, "timeout", T0 - 11 * MIN, T0 - 10 * MIN, "timeout")
-    return ids
 
 
 # -- listings: fields and formats ----------------------------------------------------------
@@ -1117,20 +992,6 @@ def test_bad_input_is_one_error_line_exit_2_and_changes_nothing(
 
 
 # -- before `tickrun init`, and doctor -------------------------------------------------------
-
-
-COMMANDS_NEEDING_SCHEMA = [
-    ["due"],
-    ["failures"],
-    ["dlq"],
-    ["dlq", "retry", "--all"],
-    ["dlq", "purge"],
-    ["show", "1"],
-    ["stats"],
-    ["cancel", "1"],
-    ["prune", "--older-than", "1d"],
-    ["check"],
-]
 
 
 @pytest.mark.parametrize("args", COMMANDS_NEEDING_SCHEMA, ids=" ".join)

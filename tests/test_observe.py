@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
 from tests.conftest import tickrun, write_app
-from tests.test_alerts import Receiver
+from tests.helpers.servers import Receiver
 from tickrun import App, Fail, metrics
 from tickrun.runner import RunOptions, run
 from tickrun.schema import alerts, attempts, runs, schedules, tasks

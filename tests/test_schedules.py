@@ -413,7 +413,7 @@ def test_preview_lists_what_run_enqueues(
 
     from click.testing import CliRunner
 
-    from tests.test_inspect import _Main
+    from tests.helpers.cli import _Main
 
     # A module name of its own, since each case's application is imported in this process.
     module = f"preview_{uuid.uuid4().hex}"
@@ -470,7 +470,7 @@ def run_check(db_url: str, *args: str) -> tuple[int, list[str]]:
     """`tickrun check` in-process (so frozen time reaches it), through the real entry point."""
     from click.testing import CliRunner
 
-    from tests.test_inspect import _Main
+    from tests.helpers.cli import _Main
 
     result = CliRunner().invoke(_Main(), ["--db", db_url, "check", *args])  # type: ignore[arg-type]
     return result.exit_code, result.output.strip().splitlines()  # stdout and stderr

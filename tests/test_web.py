@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from html import unescape
@@ -31,16 +28,17 @@ pytest.importorskip("starlette", reason="the web extra is not installed: pip ins
 from starlette.testclient import TestClient  # noqa: E402
 
 from tests.conftest import ROOT, cli_env, tickrun, write_app  # noqa: E402
-from tests.test_inspect import (  # noqa: E402
+from tests.helpers.cli import at_t0  # noqa: E402
+from tests.helpers.seeds import (  # noqa: E402
     MIN,
     T0,
     add_attempt,
     add_run,
     add_task,
-    at_t0,
     mixed_state,
     task_row,
 )
+from tests.helpers.servers import Server  # noqa: E402
 from tickrun import activity, listings  # noqa: E402
 from tickrun.app import App  # noqa: E402
 from tickrun.database import open_engine  # noqa: E402
@@ -526,40 +524,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class Server:
-    """A real ``tickrun web`` process on a free loopback port."""
-
-    def __init__(self, cwd: Path, db: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "web", "--bind", "127.0.0.1:0", *args],
-            cwd=cwd,
-            env=cli_env(db, env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        found = re.search(r"serving (http://\S+/)", line)
-        if not found:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"tickrun web did not start: {line!r} {err!r}")
-        self.url = found.group(1)
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=30) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, err
 
 
 def test_tickrun_web_serves_until_sigterm(db_url: str, engine: Engine, project: Path) -> None:
