@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo web test lint bench clean
+.PHONY: install demo web test lint bench bench-peers docs docs-serve clean
 
 $(BIN)/tickrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,35 @@ web: demo
 # once, and tests/test_partition.py's network namespaces are never made by two at once.
 PYTEST_WORKERS ?= 2
 
+# The documentation site (mkdocs.yml, docs/) into site/. --strict: a broken link or anchor, a
+# page missing from the navigation or a repository file a page shows that is gone fails it.
+# NO_MKDOCS_2_WARNING: the Material theme's banner about its successor, not about these docs.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+docs: install
+	$(MKDOCS) build --strict
+
+# http://127.0.0.1:8000/, rebuilt on every change of the docs, the code or the files they show.
+docs-serve: install
+	$(MKDOCS) serve
+
 test: install
 	$(BIN)/ruff check tickrun tests bench examples
 	$(BIN)/ruff format --check tickrun tests bench examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(MKDOCS) build --strict
+	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# `make bench`: tickrun's own workloads on SQLite, PostgreSQL and MariaDB (bench/README.md).
+# `make bench-peers`: the same workloads side by side with pgqueuer, procrastinate, huey and
+# Celery + Redis, interleaved in one run (bench/peers.py); it installs the `bench-peers` extra
+# first. Options through PEERS_ARGS, e.g. PEERS_ARGS='--n 10000 --repeat 3' or '--quick'.
 bench: install
 	$(BIN)/python bench/bench.py
 
+bench-peers: install
+	$(BIN)/pip install --quiet -e '.[bench-peers]'
+	$(BIN)/python bench/peers.py $(PEERS_ARGS)
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache site

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -260,6 +261,41 @@ def wait_for_lines(
         if proc.poll() is not None or time.monotonic() > deadline:
             raise BenchFailure(f"{len(lines)} of {count} executions after {timeout:g}s")
         time.sleep(0.02)
+
+
+def measure_latencies(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: str,
+    out: str,
+    enqueue: Callable[[int], None],
+    samples: int,
+) -> list[float]:
+    """Start one idle worker (``cmd``), then ``enqueue(i)`` every W4_INTERVAL seconds: the
+    milliseconds from the start of each call to its handler's line ``<i> <time.time()>`` in
+    ``out``. One untimed task first, so the worker's start is not measured."""
+    began: list[float] = []
+    with tempfile.TemporaryFile() as err:
+        worker = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            enqueue(-1)
+            wait_for_lines(out, 1, 60, worker)
+            for i in range(samples):
+                time.sleep(W4_INTERVAL)
+                began.append(time.time())
+                enqueue(i)
+            lines = wait_for_lines(out, samples + 1, 30, worker)
+        finally:
+            worker.terminate()
+            code = worker.wait(60)
+        err.seek(0)
+        if code != 0:
+            raise BenchFailure(f"W4: {cmd[0]} worker exited {code}: {err.read()[-2000:]!r}")
+    starts = {int(i): float(at) for i, at in (line.split() for line in lines)}
+    if len(starts) != len(lines):
+        raise BenchFailure(f"W4: {len(lines)} executions for {len(starts)} tasks")
+    os.remove(out)
+    return [(starts[i] - began[i]) * 1000 for i in range(samples)]
 
 
 def claims(proc: Proc) -> int:
@@ -650,30 +686,14 @@ class Bench:
         cmd = [*tickrun_cmd(), "--app", "benchapp:app", "--db", self.db.url, "worker"]
         enqueuer = tickrun.App(database_url=self.db.url)
         enqueuer.task(name="ping")(lambda i: None)
-        began: list[float] = []
-        with tempfile.TemporaryFile() as err:
-            worker = subprocess.Popen(
-                cmd, env=child_env(out), cwd=self.work, stdout=subprocess.DEVNULL, stderr=err
-            )
-            try:
-                enqueuer.enqueue("ping", {"i": -1})  # the worker's start: not measured
-                wait_for_lines(out, 1, 60, worker)
-                for i in range(samples):
-                    time.sleep(W4_INTERVAL)
-                    began.append(time.time())
-                    enqueuer.enqueue("ping", {"i": i})
-                lines = wait_for_lines(out, samples + 1, 30, worker)
-            finally:
-                worker.terminate()
-                code = worker.wait(60)
-            err.seek(0)
-            if code != 0:
-                raise BenchFailure(f"W4: tickrun worker exited {code}: {err.read()[-2000:]!r}")
-        starts = {int(i): float(at) for i, at in (line.split() for line in lines)}
-        if len(starts) != len(lines):
-            raise BenchFailure(f"W4: {len(lines)} executions for {len(starts)} tasks")
-        os.remove(out)
-        return [(starts[i] - began[i]) * 1000 for i in range(samples)]
+        return measure_latencies(
+            cmd,
+            child_env(out),
+            self.work,
+            out,
+            lambda i: enqueuer.enqueue("ping", {"i": i}),
+            samples,
+        )
 
     def w5(self) -> None:
         self.db.reset()
@@ -1034,6 +1054,11 @@ def main(argv: list[str] | None = None) -> int:
     path = HERE / f"results-{started:%Y-%m-%dT%H%M}{suffix}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nwritten: {path}")
+    return exit_code(failure)
+
+
+def exit_code(failure: BenchFailure | None) -> int:
+    """1 after a failed check, said on stderr as ``error: ...``; 0 otherwise."""
     if failure is not None:
         print(f"error: benchmark FAILED: {failure}", file=sys.stderr)
         return 1

@@ -225,20 +225,22 @@ class BenchDB:
             raw.close()
         return ["PRAGMA wal_checkpoint(TRUNCATE)"]
 
-    def raw_commit_rate(self, n: int, *, task_row: bool) -> float:
+    def raw_commit_rate(self, n: int, *, task_row: bool, single: bool = False) -> float:
         """Durable one-row transactions per second through the bare driver (no SQLAlchemy).
 
         The floor under one-at-a-time enqueues: the cheapest durable insert the driver can do
         (SQLite: BEGIN IMMEDIATE, INSERT, COMMIT in process; servers: one autocommit INSERT,
         one round trip). ``task_row`` inserts an enqueue's row into tickrun_tasks, with all its
         indexes; otherwise a row into a two-column table (the cost of a commit alone).
+        ``single`` on SQLite: one autocommit INSERT, its own transaction (as huey enqueues),
+        with no BEGIN IMMEDIATE / COMMIT around it; as durable at synchronous=FULL.
         """
         if task_row:
             table = "tickrun_tasks"
             sql = (
                 "INSERT INTO tickrun_tasks (name, queue, priority, status, payload, run_at, "
                 "claimable_at, attempts, max_attempts, created_at) "
-                "VALUES ('noop', 'default', 0, 'pending', {m}, {m}, {m}, 0, 5, {m})"
+                "VALUES ('bench_floor', 'default', 0, 'pending', {m}, {m}, {m}, 0, 5, {m})"
             )
         else:
             table = "bench_commit"
@@ -264,7 +266,7 @@ class BenchDB:
             started = time.perf_counter()
             for i in range(n):
                 params = (f'{{"i":{i}}}', stamp, stamp, stamp) if task_row else (str(i),)
-                if self.kind == "sqlite":
+                if self.kind == "sqlite" and not single:
                     # tickrun's connect hook leaves the driver in autocommit; BEGIN as it does.
                     cur.execute("BEGIN IMMEDIATE")
                     cur.execute(sql, params)
@@ -279,7 +281,12 @@ class BenchDB:
             elif self.kind == "mysql":
                 driver.autocommit(False)
             raw.close()
-        self._exec(f"DROP TABLE {table}" if table == "bench_commit" else f"DELETE FROM {table}")
+        # Only its own rows: bench/peers.py interleaves this with tickrun's enqueues.
+        self._exec(
+            "DROP TABLE bench_commit"
+            if table == "bench_commit"
+            else "DELETE FROM tickrun_tasks WHERE name = 'bench_floor'"
+        )
         return rate
 
     def _exec(self, sql: str) -> None:

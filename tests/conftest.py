@@ -29,6 +29,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.helpers.background import _background, _workers, kill_all
 from tickrun.database import open_engine
 from tickrun.migrations import init_schema
 from tickrun.schema import metadata
@@ -276,6 +277,45 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, servers: ServerDataba
     return url
 
 
+@pytest.fixture(params=BACKENDS)
+def bare_url(
+    request: pytest.FixtureRequest, tmp_path: Path, servers: ServerDatabases
+) -> Iterator[str]:
+    """A database without tickrun's schema (before ``tickrun init``), dropped after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bare.db'}"
+        return
+    servers.get(request.param)  # skips or fails as every server test does, with the reason
+    name = f"tickrun_test_{uuid.uuid4().hex[:10]}_bare"
+    admin = create_engine(SERVERS[request.param], isolation_level="AUTOCOMMIT")
+    quoted = f'"{name}"' if request.param == "postgresql" else f"`{name}`"
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {quoted}"))
+    url = make_url(SERVERS[request.param]).set(database=name).render_as_string(False)
+    try:
+        yield url
+    finally:
+        open_engine(url).dispose()
+        force = " WITH (FORCE)" if request.param == "postgresql" else ""
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "sqlite"])
+def server_url(request: pytest.FixtureRequest, servers: ServerDatabases) -> str:
+    """A PostgreSQL or MariaDB database with a current, empty tickrun schema: for what only
+    a database shared by several hosts can show."""
+    url = servers.get(request.param)
+    empty_tables(url)
+    return url
+
+
+@pytest.fixture
+def server_engine(server_url: str):  # noqa: ANN201
+    return open_engine(server_url)
+
+
 @pytest.fixture
 def backend(db_url: str) -> str:
     name = make_url(db_url).get_backend_name()
@@ -285,6 +325,20 @@ def backend(db_url: str) -> str:
 @pytest.fixture
 def engine(db_url: str):  # noqa: ANN201
     return open_engine(db_url)
+
+
+@pytest.fixture(autouse=True)
+def reap_runs() -> Iterator[None]:
+    """A failed test must not leave a blocked ``tickrun run`` behind."""
+    yield
+    kill_all(_background)
+
+
+@pytest.fixture(autouse=True)
+def reap_workers() -> Iterator[None]:
+    """Nor a ``tickrun worker``."""
+    yield
+    kill_all(_workers)
 
 
 @pytest.fixture

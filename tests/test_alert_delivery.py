@@ -23,13 +23,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from tests.conftest import cli_env, tickrun, write_app
-from tests.test_crash import (
-    DEADLINE,
-    RunProcess,
-    _background,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
-    wait_until,
-)
+from tests.helpers.background import _background
+from tests.helpers.processes import DEADLINE, RunProcess, wait_until
 from tickrun import clock, outbox
 from tickrun.schema import alerts
 

@@ -5,14 +5,12 @@ changes the task or the exit code, and secrets in URLs are never printed."""
 
 from __future__ import annotations
 
+import base64
 import json
-import socket
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,85 +19,14 @@ from freezegun import freeze_time
 from sqlalchemy import Engine, func, select
 
 from tests.conftest import tickrun, write_app
-from tickrun import App, Fail, store
+from tests.helpers.servers import SECRET, Receiver
+from tickrun import App, Fail, UsageError, store
 from tickrun.lifecycle import DEAD, Outcome
-from tickrun.notify import Targets, mask_url, resolve_targets
+from tickrun.notify import Targets, check_url, mask_url, resolve_targets
 from tickrun.runner import RunOptions, run
 from tickrun.schema import alerts, runs
 
 T0 = datetime(2026, 4, 6, 10, 0, 0, tzinfo=UTC)
-SECRET = "T0001/B0002/s3cr3tT0k3n"
-
-
-class Receiver:
-    """A webhook receiver: a real HTTP server on 127.0.0.1 in a thread of the test.
-
-    ``status`` is what it answers (503: failing); ``drop`` makes it read and record a request,
-    then close the connection without answering (an acknowledgement lost on the way); while
-    stopped, its port refuses connections (down)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.status = 200
-        self.drop = False
-        self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-        self.port = port
-        self.start()
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    receiver.requests.append(
-                        {
-                            "path": self.path,
-                            "headers": dict(self.headers),
-                            "body": body.decode(),
-                            "status": None if receiver.drop else receiver.status,
-                        }
-                    )
-                if receiver.drop:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def url(self, path: str = f"/services/{SECRET}") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def delivered(self) -> list[dict[str, Any]]:
-        """The bodies of the requests it acknowledged with a 2xx."""
-        with self.lock:
-            return [
-                json.loads(r["body"])
-                for r in self.requests
-                if r["status"] is not None and 200 <= r["status"] < 300
-            ]
-
-    def received(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(r["body"]) for r in self.requests]
 
 
 @pytest.fixture
@@ -408,6 +335,49 @@ def test_urls_are_masked_down_to_scheme_and_host() -> None:
     assert mask_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http//u:pw@host/x", "http//u:***@host/x"),
+        ("htps://u:pw@host:80/x?y=1", "htps://u:***@host:80/x?y=1"),
+        ("http://u:pw@host:port/x", "http://u:***@host:port/x"),
+        ("hooks.slack.com/services/T/B/x", "hooks.slack.com/services/T/B/x"),
+        ("http:///x", "http:///x"),
+    ],
+)
+def test_an_invalid_url_is_shown_as_typed_but_for_its_password(url: str, shown: str) -> None:
+    from tickrun.notify import password_masked  # new: the module's other tests run on 0.x too
+
+    assert password_masked(url) == shown
+    with pytest.raises(UsageError) as info:
+        check_url(url, "alert webhook URL")
+    assert f"invalid alert webhook URL {shown!r}:" in str(info.value)
+
+
+def test_credentials_in_a_webhook_url_are_sent_as_basic_auth(
+    db_url: str, receiver: Receiver
+) -> None:
+    """urllib took ``user:password@127.0.0.1`` for the host: every delivery failed."""
+    url = receiver.url().replace("://", "://ops%40example.com:s3%2Fcr:t@", 1)
+    app = new_app(db_url, alert_webhook=url)
+
+    @app.task
+    def doomed() -> None:
+        raise Fail("gone")
+
+    task_id = app.enqueue("doomed")
+    summary = run(app, RunOptions(worker="w1"))
+    assert (summary.alerts_sent, summary.alerts_failed) == (1, 0)
+    (request,) = receiver.requests
+    assert request["path"] == f"/services/{SECRET}"
+    token = base64.b64encode(b"ops@example.com:s3/cr:t").decode()
+    assert request["headers"]["Authorization"] == f"Basic {token}"
+    assert json.loads(request["body"])["task_id"] == task_id
+    assert Targets(webhook=url).describe("webhook") == (
+        f"webhook http://ops%40example.com:***@127.0.0.1:{receiver.port}/*** (json)"
+    )
+
+
 JOBS = """
 from tickrun import App, Fail
 
@@ -428,6 +398,15 @@ def doomed():
         ({"TICKRUN_ALERT_FORMAT": "xml"}, "invalid alert format 'xml'"),
         ({"TICKRUN_ALERT_COMMAND": "no-such-program-tickrun -x"}, "not found"),
         ({"TICKRUN_ALERT_TIMEOUT": "forever"}, "invalid alert timeout"),
+        (
+            {"TICKRUN_ALERT_TIMEOUT": "0"},
+            "invalid alert timeout '0' (TICKRUN_ALERT_TIMEOUT): it must be longer than 0s",
+        ),
+        ({"TICKRUN_ALERT_TIMEOUT": "6m"}, "at most 300s"),
+        (  # shown as typed, the password masked: the missing ":" must be visible
+            {"TICKRUN_ALERT_WEBHOOK": "http//ops:hunter2@hooks.example.com/x"},
+            "invalid alert webhook URL (TICKRUN_ALERT_WEBHOOK) 'http//ops:***@hooks.example.com/x'",
+        ),
     ],
 )
 def test_bad_alert_settings_are_a_one_line_error_at_start(
@@ -439,6 +418,7 @@ def test_bad_alert_settings_are_a_one_line_error_at_start(
     assert result.returncode == 2, result.stdout + result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: ") and message in line, line
+    assert "hunter2" not in line
     assert result.stdout == ""
     with engine.connect() as conn:  # nothing written: no run recorded, the task untouched
         assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 0

@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT, ServerDatabases, empty_tables, tickrun, write_app
-from tickrun import App, __version__, store
+from tests.conftest import ROOT, ServerDatabases, cli_env, empty_tables, tickrun, write_app
+from tests.helpers.cli import COMMANDS_NEEDING_SCHEMA
+from tickrun import App, PayloadError, UsageError, __version__, store
 from tickrun.database import open_engine
 from tickrun.migrations import init_schema
 from tickrun.schema import attempts, runs, tasks
@@ -334,15 +335,124 @@ def test_enqueue_at_and_in(proj: Project) -> None:
         proj("enqueue", "hello", "--payload", '{"name": "c"}', "--in", "10m"),
         proj("enqueue", "hello", "--payload", '{"name": "d"}', "--in", "1h30m"),
         proj("enqueue", "hello", "--payload", '{"name": "e"}', "--in", "45"),
+        proj("enqueue", "hello", "--payload", '{"name": "f"}', "--in", "1w"),
+        proj("enqueue", "hello", "--payload", '{"name": "g"}', "--in", "1m500ms"),
     ]
     after = datetime.now(UTC)
-    assert [r.returncode for r in results] == [0] * 5, [r.stderr for r in results]
+    assert [r.returncode for r in results] == [0] * 7, [r.stderr for r in results]
     run_at = [t["run_at"] for t in proj.tasks()]
     assert run_at[0] == datetime(2099, 1, 2, 1, 4, 5, tzinfo=UTC)
     assert run_at[1] == datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)  # no offset: UTC
-    for when, seconds in zip(run_at[2:], (600, 5400, 45), strict=True):
+    for when, seconds in zip(run_at[2:], (600, 5400, 45, 604800, 60.5), strict=True):
         assert before + timedelta(seconds=seconds) <= when <= after + timedelta(seconds=seconds)
     assert summary_of(proj("run"))[0] == 0  # none of them is due yet
+
+
+def test_enqueue_reads_a_payload_too_large_for_a_command_line_from_a_file_or_stdin(
+    proj: Project,
+) -> None:
+    big = {"name": "x" * 300_000}  # one argument may be 128 KiB at most (Linux's MAX_ARG_STRLEN)
+    text = json.dumps(big)
+    (proj.dir / "p.json").write_text(text)
+    results = [
+        proj("enqueue", "hello", "--payload-file", "p.json"),
+        tickrun("enqueue", "hello", "--payload", "-", cwd=proj.dir, env=proj.env, input=text),
+        tickrun("enqueue", "hello", "--payload-file", "-", cwd=proj.dir, env=proj.env, input=text),
+    ]
+    assert [(r.returncode, r.stdout) for r in results] == [(0, "1\n"), (0, "2\n"), (0, "3\n")]
+    assert [json.loads(t["payload"]) for t in proj.tasks()] == [big] * 3
+    with pytest.raises(OSError, match="too long"):
+        proj("enqueue", "hello", "--payload", text)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"[1]", "not an array"),
+        (b"null", "JSON object, not null"),
+        (b"", "invalid JSON"),
+        (b'{"name": "' + b"\xff" + b'"}', "payload from p.json is not valid UTF-8"),
+        (b'{"name": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nested more than 100 levels"),
+        (b'{"name": ' + b"1" * 10_000 + b"}", "more than 4300 digits"),
+    ],
+    ids=["array", "null", "empty", "not-utf8", "deep", "huge-int"],
+)
+def test_a_bad_payload_from_a_file_or_stdin_exits_2(
+    proj: Project, data: bytes, needle: str
+) -> None:
+    (proj.dir / "p.json").write_bytes(data)
+    from_file = proj("enqueue", "hello", "--payload-file", "p.json")
+    assert_error(from_file, 2, needle.replace("not an array", "an array"))
+    stdin = subprocess.run(
+        [sys.executable, "-m", "tickrun", "enqueue", "hello", "--payload", "-"],
+        cwd=proj.dir,
+        env=cli_env(None, proj.env),
+        input=data,
+        capture_output=True,
+        timeout=120,
+    )
+    assert stdin.returncode == 2, stdin.stderr
+    [line] = stdin.stderr.decode().splitlines()
+    assert (
+        line.startswith("error: ")
+        and needle.replace("p.json", "stdin").replace("not an array", "an array") in line
+    ), line
+    assert proj.counts() == (0, 0, 0)
+
+
+NOT_UTF8 = [
+    ["enqueue", "hello", "--payload", '{"name": "a"}', "--key", "k\udcff"],
+    ["enqueue", "hello", "--payload", '{"name": "\udcff"}'],
+    ["due", "--task", "t\udcff"],
+    ["dlq", "--queue", "q\udcff"],
+    ["failures", "--task", "t\udcff"],
+    ["dlq", "retry", "--all", "--task", "t\udcff"],
+    ["check", "--stale", "s\udcff=1h"],
+    ["run", "--queue", "q\udcff"],
+]
+
+
+@pytest.mark.parametrize("args", NOT_UTF8, ids=lambda a: " ".join(a[:2]))
+def test_arguments_that_are_not_utf8_never_reach_the_database(
+    project: Path, db_url: str, args: list[str]
+) -> None:
+    """Bytes that are not UTF-8 (Python keeps them as lone surrogates) made each driver fail
+    mid-statement with a traceback: now one line and exit 2, before the database."""
+    write_app(project, APP)
+    result = tickrun(*args, cwd=project, db=db_url, env={"TICKRUN_APP": "jobs:app"})
+    assert_error(result, 2, "not valid UTF-8")
+    with open_engine(db_url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 0
+
+
+def test_the_python_api_refuses_keys_and_groups_that_are_not_text(db_url: str) -> None:
+    app = App(database_url=db_url)
+
+    @app.task(concurrency_key="account", concurrency=1)
+    def sync(account: str, x: object = None) -> None: ...
+
+    with pytest.raises(UsageError, match="key .* is not valid Unicode text"):
+        app.enqueue("sync", {"account": "a"}, key="k\udcff")
+    with pytest.raises(UsageError, match="group .* is not valid Unicode text"):
+        app.enqueue("sync", {"account": "a"}, group="g\udcff")
+    with pytest.raises(PayloadError, match="not valid Unicode text"):
+        app.enqueue("sync", {"account": "a\udcff"})
+    with pytest.raises(PayloadError, match="nested more than 100 levels"):
+        app.enqueue("sync", {"account": "a", "x": _nested(100)})  # 101 levels with the object
+    with pytest.raises(PayloadError, match="nested more than 100 levels"):
+        app.enqueue("sync", {"account": "a", "x": _nested(5000)})  # json.dumps itself gives up
+    with open_engine(db_url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar_one() == 0
+    assert app.enqueue("sync", {"account": "a", "x": _nested(99)}) > 0  # 100 levels: allowed
+
+
+def _nested(levels: int) -> list:
+    """An array in an array ... ``levels`` deep."""
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -394,7 +504,44 @@ BAD_INPUTS = [
     pytest.param(["enqueue", "hello", "--payload", "{bad"], "invalid JSON", id="invalid-json"),
     pytest.param(["enqueue", "hello", "--payload", "[1, 2]"], "an array", id="json-array"),
     pytest.param(["enqueue", "hello", "--payload", '"x"'], "JSON object", id="json-string"),
-    pytest.param(["enqueue", "hello", "--payload", "null"], "JSON object", id="json-null"),
+    pytest.param(["enqueue", "hello", "--payload", "null"], "JSON object, not null", id="null"),
+    pytest.param(["enqueue", "hello", "--payload", "[" * 1000 + "]" * 1000], "nested", id="deep"),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": "a", "x": ' + "[" * 101 + "]" * 101 + "}"],
+        "nested more than 100 levels",
+        id="deep-101",
+    ),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": ' + "9" * 5000 + "}"],
+        "more than 4300 digits",
+        id="huge-int",
+    ),
+    pytest.param(["enqueue", "hello", "--payload", "5" * 5000], "4300 digits", id="huge-top"),
+    pytest.param(
+        ["enqueue", "hello", "--payload", '{"name": "\udcff"}'],
+        "not valid UTF-8",
+        id="payload-not-utf8",
+    ),
+    *(  # bytes that are not UTF-8 (\xff), as Python hands them over
+        pytest.param(
+            ["enqueue", "hello", "--payload", '{"name": "a"}', flag, "x\udcff"],
+            f"Invalid value for '{flag}': 'x\\xff' is not valid UTF-8",
+            id=f"{flag[2:]}-not-utf8",
+        )
+        for flag in ("--key", "--group")
+    ),
+    pytest.param(["run", "--worker", "w\udcff"], "--worker", id="worker-not-utf8"),
+    pytest.param(["due", "--queue", "q\udcff"], "--queue", id="due-queue-not-utf8"),
+    pytest.param(
+        ["enqueue", "hello", "--payload", "{}", "--payload-file", "p.json"],
+        "give --payload or --payload-file, not both",
+        id="payload-twice",
+    ),
+    pytest.param(
+        ["enqueue", "hello", "--payload-file", "missing.json"],
+        "cannot read payload from missing.json",
+        id="payload-file-missing",
+    ),
     pytest.param(["enqueue", "hello", "--payload", '{"name": NaN}'], "JSON", id="json-nan"),
     pytest.param(["enqueue", "hello", "--payload", "{}"], "does not fit hello", id="missing-arg"),
     pytest.param(
@@ -418,7 +565,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         ["enqueue", "hello", "--payload", '{"name": "a"}', "--at", "2030-01-01", "--in", "1m"],
-        None,
+        "give --at or --in, not both",
         id="at-and-in",
     ),
     pytest.param(
@@ -530,6 +677,68 @@ def test_application_that_cannot_be_loaded_exits_2(
     assert proj.counts() == before
 
 
+# The listing and repair commands, and the rest that open the database.
+EVERY_COMMAND = [
+    ["init"],
+    *COMMANDS_NEEDING_SCHEMA,
+    ["schedules"],
+    ["runs"],
+    ["alerts"],
+    ["metrics"],
+]
+
+
+@pytest.mark.parametrize(("source", "ref", "needle"), [BAD_APPS[0], BAD_APPS[3], BAD_APPS[4]])
+def test_a_given_application_that_cannot_be_loaded_is_an_error_for_every_command(
+    proj: Project, source: str | None, ref: str, needle: str
+) -> None:
+    """Listing commands used to ignore it when the database came from elsewhere: a table,
+    exit 0, and the typo unnoticed."""
+    if source is not None:
+        (proj.dir / "broken.py").write_text(source)
+    proj.seed()
+    before = proj.counts()
+    commands = [[*args, "--app", ref] for args in EVERY_COMMAND]
+    for args, result in zip(commands, run_all(commands, proj.dir, proj.url), strict=True):
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert_error(result, 2, needle)
+    assert proj.counts() == before
+
+
+def test_an_unknown_task_name_in_a_filter_is_an_error_naming_the_registered_tasks(
+    proj: Project,
+) -> None:
+    proj.seed()
+    retired = App()
+    retired.task(name="retired")(lambda: None)
+    with open_engine(proj.url).begin() as conn:
+        [(dead_id, _)] = store.insert_tasks(conn, [retired.task_row("retired", {})])
+        conn.execute(tasks.update().where(tasks.c.id == dead_id).values(status="dead"))
+    before = proj.counts()
+    for args in (
+        ["due", "--task", "helo"],
+        ["failures", "--task", "helo"],
+        ["dlq", "--task", "helo"],
+        ["dlq", "retry", "--all", "--task", "helo"],
+        ["dlq", "purge", "--task", "helo"],
+        # Retried, tasks no handler registers would only wait: refused even with rows.
+        ["dlq", "retry", "--all", "--task", "retired"],
+    ):
+        line = assert_error(proj(*args), 2, "unknown task")
+        assert f"unknown task '{args[-1]}' (registered: doomed, flaky, hello)" in line, line
+    assert proj.counts() == before
+    # A name whose handler is gone can still be listed and purged: its rows are there.
+    listed = proj("dlq", "--task", "retired", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(listed.stdout)] == [dead_id]
+    purged = proj("dlq", "purge", "--task", "retired")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith(f"purged 1 dead task and their history: {dead_id}")
+    # Without an application there is nothing to check a name against: a filter.
+    unloaded = proj("due", "--task", "helo", env={"TICKRUN_APP": ""})
+    assert (unloaded.returncode, unloaded.stdout) == (0, "(nothing due)\n")
+
+
 @pytest.mark.parametrize("args", COMMANDS[1:], ids=lambda a: a[0])
 def test_commands_before_init_exit_2_and_create_no_file(project: Path, args: list[str]) -> None:
     write_app(project, APP)
@@ -568,6 +777,48 @@ def test_a_malformed_database_url_exits_2(project: Path, url: str, args: list[st
     assert_error(result, 2, "invalid database URL")
     assert SECRET not in result.stdout + result.stderr
     assert sorted(p.name for p in project.iterdir()) == ["jobs.py"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "schemes"),
+    [("postgresql", ["postgres", "postgresql"]), ("mysql", ["mysql", "mariadb"])],
+)
+def test_the_short_url_schemes_use_the_installed_driver(
+    project: Path, servers: ServerDatabases, backend: str, schemes: list[str]
+) -> None:
+    """``mysql://`` asked for MySQLdb (not installed) and ``postgres://`` was not a dialect."""
+    full = servers.get(backend)
+    empty_tables(full)
+    write_app(project, APP)
+    env = {"TICKRUN_APP": "jobs:app"}
+    for scheme in schemes:
+        url = scheme + "://" + full.partition("://")[2]
+        assert tickrun("init", cwd=project, db=url).returncode == 0
+        added = tickrun(
+            "enqueue", "hello", "--payload", '{"name": "a"}', cwd=project, db=url, env=env
+        )
+        assert added.returncode == 0, added.stderr
+        listed = tickrun("due", "--json", cwd=project, db=url, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert int(added.stdout) in [row["id"] for row in json.loads(listed.stdout)]
+        app = App(database_url=url)  # the Python API reads them alike
+        app.task(name="hello")(lambda name: None)
+        assert app.status(int(added.stdout)) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("postgresql+psycopg2://u@127.0.0.1/x", "write postgresql+psycopg:// or postgresql://"),
+        ("mysql+mysqldb://u@127.0.0.1/x", "write mysql+pymysql:// or mysql://"),
+    ],
+)
+def test_a_driver_that_is_not_installed_says_which_url_to_write(
+    project: Path, url: str, hint: str
+) -> None:
+    result = tickrun("due", cwd=project, db=url)
+    assert_error(result, 2, "database driver missing")
+    assert hint in result.stderr
 
 
 # -- passwords -------------------------------------------------------------------------------

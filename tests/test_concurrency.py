@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from tests.conftest import cli_env, write_app
-from tests.test_crash import (
+from tests.helpers.processes import (
     DEADLINE,
+    WORK,
     app_source,
     executions,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
     start_run,
     task_rows,
     twin_app,
@@ -32,34 +32,6 @@ from tickrun.lifecycle import SUCCEEDED
 from tickrun.schema import attempts, runs
 
 pytestmark = pytest.mark.slow
-
-# Each run's first tasks wait until a second run is executing tasks too (a marker file per
-# run process), so the first run to connect cannot drain the queue before the others claim: the
-# claims overlap by construction, not by luck of the scheduler. A run holds only the tasks it
-# claimed ahead (one batch: nothing is recorded while its handlers wait), and the others are
-# left for the runs still starting. The wait is bounded: past it, the runs go on and the
-# test's overlap assertion reports the failure.
-WORK = """
-BARRIER_TIMEOUT = 60
-shared = []  # not empty once this run has seen two runs at work
-
-
-def wait_for_a_second_run():
-    open(here(f"working-{os.getpid()}"), "w").close()
-    end = time.monotonic() + BARRIER_TIMEOUT
-    while not shared and time.monotonic() < end:
-        if sum(name.startswith("working-") for name in os.listdir(HERE)) >= 2:
-            shared.append(True)
-        else:
-            time.sleep(0.02)
-
-
-@app.task(context=True)
-def work(ctx, n):
-    if not shared:
-        wait_for_a_second_run()
-    note(str(ctx.task_id))
-"""
 
 
 def test_overlapping_runs_execute_every_task_exactly_once(

@@ -9,171 +9,36 @@ condition with a generous deadline instead of sleeping.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import cli_env, tickrun, write_app
-from tickrun import App
+from tests.conftest import tickrun, write_app
+from tests.helpers.processes import (
+    DEADLINE,
+    app_source,
+    executions,
+    history,
+    start_run,
+    task_rows,
+    twin_app,
+    wait_all_due,
+    wait_until,
+)
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
-from tickrun.schema import attempts, tasks
+from tickrun.schema import runs
 
 pytestmark = pytest.mark.slow
-
-DEADLINE = 90.0  # seconds any awaited condition may take on a loaded 2-core machine
-
-# Every jobs.py starts with this: files live next to the module, so no path is formatted in.
-PRELUDE = """\
-import os
-import signal
-import time
-
-from tickrun import App
-
-app = App()
-HERE = os.path.dirname(os.path.abspath(__file__))
-LOG = os.path.join(HERE, "executions.log")
-
-
-def note(line):
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\\n").encode())
-    finally:
-        os.close(fd)
-
-
-def here(name):
-    return os.path.join(HERE, name)
-
-
-def block_until(name):
-    while not os.path.exists(here(name)):
-        time.sleep(0.02)
-"""
-
-
-def app_source(body: str) -> str:
-    return PRELUDE + "\n\n" + body.strip("\n") + "\n"
-
-
-# -- helpers shared with test_concurrency.py ---------------------------------------------------
-
-
-def executions(project: Path) -> list[str]:
-    log = project / "executions.log"
-    return log.read_text().splitlines() if log.exists() else []
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-_background: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def reap_runs() -> Iterator[None]:
-    """A failed test must not leave a blocked ``tickrun run`` behind."""
-    yield
-    while _background:
-        proc = _background.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@dataclass
-class RunProcess:
-    """A ``tickrun run`` in the background; output goes to files so no pipe can fill up."""
-
-    proc: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    def finish(self, timeout: float = DEADLINE) -> tuple[int, str, str]:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"tickrun run did not finish within {timeout:g}s: {self.err.read_text()}"
-            ) from None
-        return code, self.out.read_text(), self.err.read_text()
-
-
-def start_run(project: Path, db_url: str, ref: str, *args: str, tag: str = "run") -> RunProcess:
-    out, err = project / f"{tag}.out", project / f"{tag}.err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "run", *args],
-            cwd=project,
-            env=cli_env(db_url, {"TICKRUN_APP": ref}),
-            stdout=stdout,
-            stderr=stderr,
-        )
-    _background.append(proc)
-    return RunProcess(proc, out, err)
-
-
-def twin_app(db_url: str, *names: str, **options: Any) -> App:
-    """An App in the test process registering ``names`` like jobs.py does, to enqueue with."""
-    app = App(database_url=db_url)
-    for name in names:
-        app.task(name=name, **options.get(name, {}))(_accepts_anything)
-    app.use_database(db_url)
-    return app
-
-
-def _accepts_anything(**_kwargs: Any) -> None:
-    raise AssertionError("handlers run in tickrun processes, not in the test")
-
-
-def task_rows(engine: Engine) -> dict[int, Any]:
-    with engine.connect() as conn:
-        return {r.id: r for r in conn.execute(select(tasks))}
-
-
-def history(engine: Engine, task_id: int) -> list[Any]:
-    stmt = select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt)
-    with engine.connect() as conn:
-        return list(conn.execute(stmt))
-
-
-def not_due(engine: Engine) -> int:
-    """Unfinished tasks that no run may claim yet (a live lease or a future run_at)."""
-    stmt = select(func.count()).where(
-        tasks.c.claimable_at > datetime.now(UTC),
-        tasks.c.status.in_(("pending", "retrying", "running")),
-    )
-    with engine.connect() as conn:
-        return conn.execute(stmt).scalar_one()
-
-
-def wait_all_due(engine: Engine) -> None:
-    wait_until(lambda: not_due(engine) == 0, "every lease to expire")
 
 
 def assert_clean(out: str, err: str) -> None:
@@ -234,6 +99,72 @@ def test_sigkill_mid_task_loses_nothing(db_url: str, engine: Engine, project: Pa
             "succeeded",
         )
         assert "lease expired" in lost.error
+
+
+QUICK_THEN_STUCK = """
+@app.task(lease=2, priority=10, context=True)
+def quick(ctx):
+    note(f"quick {ctx.task_id}")
+
+
+@app.task(lease=2, context=True)
+def stuck(ctx):
+    note(f"stuck {ctx.task_id}")
+    if ctx.attempt == 1:
+        time.sleep(600)
+"""
+
+
+def test_a_killed_run_shows_as_lost_with_what_it_claimed(
+    db_url: str, engine: Engine, project: Path
+) -> None:
+    """It showed ``claimed 0`` and no end, and its lost attempt took "33.7s": the time until
+    another run noticed the loss."""
+    ref = write_app(project, app_source(QUICK_THEN_STUCK))
+    twin = twin_app(db_url, "quick", "stuck", quick={"priority": 10})
+    quick = twin.enqueue_many(("quick", None) for _ in range(3))
+    (stuck,) = twin.enqueue_many([("stuck", None)])
+    env = {"TICKRUN_APP": ref}
+
+    def the_run() -> dict[str, Any]:
+        listed = tickrun("runs", "--json", cwd=project, db=db_url, env=env)
+        assert listed.returncode == 0, listed.stderr
+        return json.loads(listed.stdout)[-1]  # the oldest: the run under test
+
+    run = start_run(project, db_url, ref, "--concurrency", "1")
+    wait_until(lambda: f"stuck {stuck}" in executions(project), "the stuck handler to start")
+    wait_until(
+        lambda: all(task_rows(engine)[i].status == SUCCEEDED for i in quick),
+        "the quick tasks' successes to be recorded",
+    )
+    alive = the_run()
+    assert (alive["state"], alive["claimed"], alive["succeeded"]) == ("running", 4, 3), alive
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish()[0] == -signal.SIGKILL
+
+    killed = the_run()  # on this host its process is seen to be gone
+    assert (killed["state"], killed["finished_at"], killed["exit_code"]) == ("lost", None, None)
+    assert (killed["claimed"], killed["succeeded"], killed["retried"], killed["dead"]) == (
+        4,
+        3,
+        None,
+        None,
+    )
+    table = tickrun("runs", cwd=project, db=db_url, env={**env, "COLUMNS": "200"})
+    assert " lost " in table.stdout, table.stdout
+
+    # Seen from another host: lost once the lease of the task it held expired.
+    with engine.begin() as conn:
+        conn.execute(runs.update().where(runs.c.id == killed["id"]).values(host="elsewhere"))
+    wait_all_due(engine)
+    assert the_run()["state"] == "lost"
+    later = tickrun("run", "--max-tasks", "1", cwd=project, db=db_url, env=env)
+    assert "1 lost lease" in later.stdout, later.stdout + later.stderr
+    assert the_run()["claimed"] == 4  # the lost attempt, recorded by the later run, is its
+
+    table = tickrun("show", str(stuck), cwd=project, db=db_url, env={**env, "COLUMNS": "200"})
+    (line,) = [ln for ln in table.stdout.splitlines() if " lost " in ln and "unknown" in ln]
+    assert line.split()[0] == "1", table.stdout
 
 
 SELF_KILLING = """

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,12 +20,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from tests.helpers.apps import T0, W, new_app, row, run_bounded
 from tickrun import (
     App,
     ConfigError,
     Fail,
     PayloadError,
     Retry,
+    SchemaError,
     TaskContext,
     UnknownTask,
     dialects,
@@ -35,22 +36,9 @@ from tickrun import (
 from tickrun.database import open_engine
 from tickrun.failures import MAX_TEXT_BYTES
 from tickrun.lifecycle import DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED
-from tickrun.runner import Runner, RunOptions, RunSummary, run
+from tickrun.migrations import init_schema
+from tickrun.runner import Runner, RunOptions, run
 from tickrun.schema import attempts, runs, tasks
-
-T0 = datetime(2026, 4, 6, 10, 0, 0, tzinfo=UTC)
-W = RunOptions(worker="w1")
-
-
-def new_app(db_url: str) -> App:
-    app = App(database_url=db_url)
-    app.use_database(db_url)
-    return app
-
-
-def row(engine: Engine, task_id: int) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
 
 
 def history(engine: Engine, task_id: int) -> list[Any]:
@@ -66,25 +54,6 @@ def history(engine: Engine, task_id: int) -> list[Any]:
 def count(engine: Engine, *where: Any) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(tasks).where(*where)).scalar_one()
-
-
-def run_bounded(app: App, options: RunOptions = W, timeout: float = 90) -> RunSummary:
-    """run(app), failing the test instead of hanging it when the run never ends."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["summary"] = run(app, options)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), f"the run did not end within {timeout}s"
-    if "error" in box:
-        raise box["error"]
-    return box["summary"]
 
 
 def ghost_claim(app: App, now: datetime, worker: str = "ghost") -> store.ClaimBatch:
@@ -792,6 +761,30 @@ def test_a_bad_payload_raises_before_touching_the_transaction(db_url: str) -> No
     assert count(app.engine) == 1
 
 
+def test_enqueue_before_tickrun_init_raises_the_schema_error(bare_url: str) -> None:
+    """Not the driver's "no such table" with the SQL: tickrun's SchemaError, saying what to do."""
+    app = simple_app(bare_url)
+    calls = {
+        "enqueue": lambda: app.enqueue("hello", {"name": "a"}),
+        "enqueue with a key": lambda: app.enqueue("hello", {"name": "a"}, key="k"),
+        "enqueue_many": lambda: app.enqueue_many([("hello", {"name": "a"})]),
+        "status": lambda: app.status(1),
+    }
+    for what, call in calls.items():
+        with pytest.raises(SchemaError, match="no tickrun schema: run `tickrun init`") as info:
+            call()
+        assert "\n" not in str(info.value) and "INSERT" not in str(info.value), what
+        assert isinstance(info.value.__cause__, DBAPIError), what  # the driver's error, kept
+    with (
+        app.engine.connect() as conn,
+        pytest.raises(SchemaError, match="tickrun init"),
+        conn.begin(),
+    ):
+        app.enqueue("hello", {"name": "a"}, connection=conn)
+    init_schema(app.engine)
+    assert app.enqueue("hello", {"name": "a"}) == 1
+
+
 def test_idempotency_key_returns_the_existing_task(db_url: str) -> None:
     app = simple_app(db_url)
 
@@ -1084,6 +1077,35 @@ def test_a_bulk_enqueue_split_in_several_statements_is_all_or_nothing(
     with pytest.raises(DBAPIError):
         app.enqueue_many([("hello", {"name": f"{i:03d} " + "x" * 40}) for i in range(20)])
     assert count(app.engine) == 0
+
+
+# -- the start of a run on PostgreSQL ------------------------------------------------------
+
+
+def test_a_postgresql_engine_starts_without_looking_up_hstore(servers, monkeypatch) -> None:  # noqa: ANN001
+    """SQLAlchemy's psycopg dialect looks the hstore type up on an engine's first connection
+    (a savepoint, a catalog query and its release); tickrun stores none, so every cron tick
+    spares those round trips. Every statement psycopg runs is recorded, then run as usual."""
+    import psycopg
+
+    # A URL of its own: open_engine keeps one engine per URL, and this one must be new.
+    url = make_url(servers.get("postgresql")).update_query_dict({"application_name": "hstore"})
+    statements: list[tuple[str, Any]] = []
+    execute = psycopg.Cursor.execute
+
+    def recorded(self, query, params=None, **kwargs):  # noqa: ANN001, ANN202
+        statements.append((str(query), params))
+        return execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recorded)
+    engine = open_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
+    assert any("SELECT 1" in sql for sql, _ in statements)  # the spy saw the connection
+    assert not [s for s in statements if "hstore" in repr(s).lower()], statements
 
 
 # -- psycopg's prepared statements (PgBouncer's transaction pooling cannot carry them) --------

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from tests.conftest import tickrun, write_app
-from tests.test_engine import T0, new_app, row
+from tests.helpers.apps import T0, new_app, row
 from tickrun import App, ConfigError, PayloadError, UsageError, clock, store
 from tickrun.flow import Rate, parse_rate
 from tickrun.lifecycle import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, Outcome
@@ -290,7 +290,26 @@ def test_limits_are_registered_for_stats_and_locks(db_url: str) -> None:
     assert set(stored) == {"queue:stripe", "task:mail", "task:pdf"}
     assert (stored["queue:stripe"].rate_count, stored["queue:stripe"].rate_period) == (25, 1.0)
     assert stored["queue:stripe"].concurrency == 4
-    assert stored["task:pdf"].updated_at == s(1)
+    # Registered as they are: the second run's start wrote (and locked) none of them.
+    assert {r.updated_at for r in stored.values()} == {T0}
+
+    changed = new_app(db_url)
+    changed.queue("stripe", rate="25/s", concurrency=4)
+    changed.task(name="mail", rate="100/m")(lambda: None)
+    changed.task(name="pdf", concurrency=3)(lambda: None)
+    writes: list[str] = []
+
+    @event.listens_for(app.engine, "before_cursor_execute")
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "tickrun_limits" in statement and not statement.lstrip().startswith("SELECT"):
+            writes.append(statement)
+
+    store.start_run(app.engine, host="h", worker="h:3", pid=3, now=s(2), limits=changed.limits())
+    with app.engine.connect() as conn:
+        stored = {r.scope: r for r in conn.execute(select(limits))}
+    assert len(writes) == 1  # only the changed limit
+    assert (stored["task:pdf"].concurrency, stored["task:pdf"].updated_at) == (3, s(2))
+    assert stored["task:mail"].updated_at == stored["queue:stripe"].updated_at == T0
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -9,19 +9,19 @@ line sequence, whatever the timing.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from tests.conftest import write_app
-from tests.test_crash import (
+from tests.helpers.processes import (
     DEADLINE,
     app_source,
     executions,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
     start_run,
     task_rows,
     wait_until,
@@ -29,6 +29,7 @@ from tests.test_crash import (
 from tickrun import App
 from tickrun.clock import now as clock_now
 from tickrun.lifecycle import RUNNING, SUCCEEDED
+from tickrun.schema import limits
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +227,109 @@ def test_a_killed_run_frees_its_keys_slot_after_the_lease(
     rows = task_rows(engine)
     assert (rows[first].status, rows[first].attempts) == (SUCCEEDED, 2)
     assert (rows[second].status, rows[second].attempts) == (SUCCEEDED, 1)
+
+
+# Two limits whose names are not in alphabetical order: a run's start registers them, claims
+# lock them. `other` is never enqueued; its limit is there to be locked.
+RATED = """
+@app.task(context=True, rate="3/2s")
+def rated(ctx, n):
+    note(f"start {ctx.task_id} {time.time()!r}")
+
+
+@app.task(rate="1/h")
+def other(n):
+    pass
+"""
+
+
+def handler_starts(project: Path) -> list[float]:
+    """When the handlers began, by their own clock (not the claim time tickrun recorded)."""
+    return sorted(float(line.split()[2]) for line in executions(project))
+
+
+def assert_rate(starts: list[float], count: int, period: float) -> None:
+    """No ``count + 1`` handler starts within one period. A handler starts a little after
+    its claim commits, and not always as soon after it on a loaded machine: a quarter of
+    the period is allowed for that, far less than the whole windows the bugs made."""
+    spans = [starts[i + count] - starts[i] for i in range(len(starts) - count)]
+    assert min(spans) >= period * 0.75, spans
+
+
+def rated_twin(url: str) -> App:
+    app = App(database_url=url)
+    app.task(name="rated", rate="3/2s")(lambda n: None)
+    app.task(name="other", rate="1/h")(lambda n: None)
+    app.use_database(url)
+    return app
+
+
+def test_overlapping_runs_with_two_limits_never_deadlock(
+    server_url: str, server_engine: Engine, project: Path
+) -> None:
+    ref = write_app(project, app_source(RATED))
+    app = rated_twin(server_url)
+    for _ in range(2):  # the deadlock came in most rounds
+        (project / "executions.log").unlink(missing_ok=True)
+        app.enqueue_many(("rated", {"n": n}) for n in range(12))
+        procs = [
+            start_run(
+                project,
+                server_url,
+                ref,
+                "--concurrency",
+                "2",
+                "--max-time",
+                "60s",
+                tag=f"run{i}",
+            )
+            for i in range(8)
+        ]
+        for proc in procs:
+            code, out, err = proc.finish(timeout=3 * DEADLINE)
+            assert code == 0, out + err  # exit 3 with "deadlock detected" before
+            assert "Traceback" not in out + err, out + err
+        assert len(executions(project)) == 12
+        assert_rate(handler_starts(project), 3, 2.0)
+    assert {r.status for r in task_rows(server_engine).values()} == {SUCCEEDED}
+
+
+def waiting_for_lock(engine: Engine) -> bool:
+    """Whether a session of this database (not another test's) waits for a row lock of
+    ``tickrun_limits`` now (MariaDB does not list such a wait in innodb_trx: its locking
+    SELECT is simply still running while the test holds the row)."""
+    if engine.dialect.name == "postgresql":
+        stmt = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+    else:
+        stmt = (
+            "SELECT count(*) FROM information_schema.processlist"
+            " WHERE db = DATABASE() AND command = 'Query' AND id <> CONNECTION_ID()"
+            " AND info LIKE '%%tickrun_limits%%FOR UPDATE%%'"
+        )
+    with engine.connect() as conn:
+        return bool(conn.exec_driver_sql(stmt).scalar())
+
+
+def test_a_claim_that_waited_for_a_limits_lock_counts_its_starts_from_after_the_wait(
+    server_url: str, server_engine: Engine, project: Path
+) -> None:
+    ref = write_app(project, app_source(RATED))
+    app = rated_twin(server_url)
+    app.enqueue_many(("rated", {"n": n}) for n in range(9))
+    run = start_run(project, server_url, ref, "--concurrency", "3", "--max-time", "60s")
+    wait_until(lambda: len(executions(project)) == 3, "the first three starts")
+    first = handler_starts(project)[0]
+    # The run's next claim comes 2 s after its first and waits for this lock; held until just
+    # before the claim after it. Its starts were logged at the time it read before the wait.
+    with server_engine.connect() as conn, conn.begin():
+        conn.execute(select(limits.c.scope).where(limits.c.scope == "task:rated").with_for_update())
+        wait_until(lambda: waiting_for_lock(server_engine), "the run's claim to wait for the lock")
+        wait_until(lambda: time.time() > first + 3.9, "the lock to have been held long enough")
+    code, out, err = run.finish()
+    assert code == 0, out + err
+    starts = handler_starts(project)
+    assert len(starts) == 9
+    assert_rate(starts, 3, 2.0)

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, select
 
 from tests.conftest import tickrun, write_app
-from tests.test_crash import (
+from tests.helpers.processes import (
     app_source,
     executions,
     history,

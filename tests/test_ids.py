@@ -17,7 +17,7 @@ from freezegun import freeze_time
 from sqlalchemy import Engine, delete, func, inspect, select, update
 
 from tests.conftest import ROOT, cli_env, tickrun
-from tests.test_engine import T0, new_app, run_bounded
+from tests.helpers.apps import T0, new_app, run_bounded
 from tickrun import dialects, maintenance, store
 from tickrun.database import open_engine
 from tickrun.schema import SCHEMA_VERSION, attempts, meta, runs, tasks
@@ -57,6 +57,29 @@ def test_purging_the_newest_dead_tasks_never_gives_their_ids_again(db_url: str) 
         run_bounded(app)
         assert len(maintenance.purge_dead(app.engine, T0).rows) == 1
         assert app.enqueue("boom") > dead
+
+
+def test_the_id_of_an_enqueue_that_rolled_back_is_issued_again_on_sqlite_only(
+    db_url: str, backend: str
+) -> None:
+    """What docs/concepts/guarantees.md says: SQLite's AUTOINCREMENT counter is part of the
+    transaction, so a rollback takes the id back; PostgreSQL's sequences and InnoDB's
+    counter never go back."""
+    app = new_app(db_url)
+    app.task(name="work")(lambda: None)
+    with app.engine.connect() as conn, conn.begin() as trans:
+        given = app.enqueue("work", connection=conn)
+        trans.rollback()
+    committed = app.enqueue("work")
+    if backend == "sqlite":
+        assert committed == given
+    else:
+        assert committed > given
+    guarantees = " ".join((ROOT / "docs" / "concepts" / "guarantees.md").read_text().split())
+    assert (
+        "On SQLite, the id of a task enqueued in a transaction that rolls back "
+        "(`connection=`) is issued again" in guarantees
+    )
 
 
 def test_a_deleted_newest_run_never_gives_its_id_again(db_url: str) -> None:

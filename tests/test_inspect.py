@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -20,19 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from freezegun import freeze_time
 from sqlalchemy import Engine, func, insert, select
 
-from tests.conftest import tickrun, tickruns, write_app
-from tickrun import doctor, listings, maintenance, store
-from tickrun.cli.base import main
+from tests.conftest import cli_env, tickrun, tickruns, write_app
+from tests.helpers.cli import COMMANDS_NEEDING_SCHEMA, at_t0, invoke
+from tests.helpers.seeds import MIN, SEC, T0, add_attempt, add_run, add_task, mixed_state, task_row
+from tickrun import activity, doctor, listings, maintenance, store
 from tickrun.output import Column, fitted_table
 from tickrun.schema import SCHEMA_VERSION, attempts, runs, tasks
-
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-MIN = timedelta(minutes=1)
-SEC = timedelta(seconds=1)
 
 CONTRACT = {
     "due": listings.DUE_FIELDS,
@@ -45,112 +44,12 @@ CONTRACT = {
 # -- helpers -------------------------------------------------------------------------------
 
 
-class _Main:
-    """Lets CliRunner drive tickrun's own entry point: one-line errors, contract exit codes."""
-
-    name = "tickrun"
-
-    def main(self, args: list[str], prog_name: str, **_: Any) -> None:
-        main(list(args))
-
-
-def invoke(db_url: str | None, *args: str, env: dict[str, str | None] | None = None) -> Result:
-    argv = (["--db", db_url] if db_url else []) + list(args)
-    clean: dict[str, str | None] = {"TICKRUN_DATABASE_URL": None, "TICKRUN_APP": None}
-    return CliRunner().invoke(_Main(), argv, env={**clean, **(env or {})})  # type: ignore[arg-type]
-
-
-def at_t0(db_url: str | None, *args: str, **kw: Any) -> Result:
-    with freeze_time(T0):
-        return invoke(db_url, *args, **kw)
-
-
-def add_task(engine: Engine, **fields: Any) -> int:
-    """Insert a task row as the engine would have left it in ``status``."""
-    status = fields.setdefault("status", "pending")
-    run_at = fields.setdefault("run_at", T0 - MIN)
-    row = {
-        "name": "job",
-        "queue": "default",
-        "priority": 0,
-        "payload": "{}",
-        "key": None,
-        "attempts": 0,
-        "max_attempts": 5,
-        "created_at": T0 - timedelta(hours=2),
-        **fields,
-    }
-    if status == "running":
-        row.setdefault("started_at", run_at)
-        row.setdefault("lease_until", T0 + MIN)
-        row.setdefault("claim_token", "t" * 32)
-        row.setdefault("worker", "host:1")
-        row.setdefault("claimable_at", row["lease_until"])
-    elif status in ("pending", "retrying"):
-        row.setdefault("claimable_at", run_at)
-    else:
-        row.setdefault("finished_at", T0 - 10 * MIN)
-        row.setdefault("claimable_at", None)
-    with engine.begin() as conn:
-        return conn.execute(insert(tasks).values(**row)).inserted_primary_key[0]
-
-
-def add_attempt(
-    engine: Engine,
-    task_id: int,
-    attempt: int,
-    outcome: str,
-    started: datetime | None,
-    finished: datetime,
-    error: str | None = None,
-    **extra: Any,
-) -> None:
-    if error is None and outcome != "succeeded":
-        error = f"ValueError: attempt {attempt} {outcome}"
-    with engine.begin() as conn:
-        conn.execute(
-            insert(attempts).values(
-                task_id=task_id,
-                attempt=attempt,
-                outcome=outcome,
-                started_at=started,
-                finished_at=finished,
-                worker=extra.pop("worker", "host:1"),
-                error=error,
-                **extra,
-            )
-        )
-
-
-def add_run(engine: Engine, started: datetime) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            insert(runs).values(
-                started_at=started,
-                finished_at=started + SEC,
-                host="host",
-                worker="host:1",
-                pid=1,
-                claimed=0,
-                succeeded=0,
-                retried=0,
-                dead=0,
-                exit_code=0,
-            )
-        )
-
-
 def snapshot(engine: Engine) -> tuple[list[Any], list[Any]]:
     with engine.connect() as conn:
         return (
             [tuple(r) for r in conn.execute(select(tasks).order_by(tasks.c.id))],
             [tuple(r) for r in conn.execute(select(attempts).order_by(attempts.c.id))],
         )
-
-
-def task_row(engine: Engine, task_id: int) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
 
 
 def n_attempts(engine: Engine, task_id: int) -> int:
@@ -166,28 +65,6 @@ def one_error_line(result: Result) -> str:
     assert lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     return lines[0]
-
-
-def mixed_state(engine: Engine) -> dict[str, int]:
-    """One row in every interesting state, with failures."""
-    ids = {
-        "due": add_task(engine, name="send_email", key="welcome:1", payload='{"user_id": 1}'),
-        "future": add_task(engine, name="send_email", run_at=T0 + 5 * MIN),
-        "retrying": add_task(
-            engine, name="sync", status="retrying", attempts=1, run_at=T0 + 2 * MIN
-        ),
-        "dead": add_task(
-            engine,
-            name="sync",
-            status="dead",
-            attempts=5,
-            last_error="RuntimeError: gave up",
-            last_traceback="Traceback (most recent call last):\nRuntimeError: gave up",
-        ),
-    }
-    add_attempt(engine, ids["retrying"], 1, "failed", T0 - 3 * MIN, T0 - 2 * MIN)
-    add_attempt(engine, ids["dead"], 5, "timeout", T0 - 11 * MIN, T0 - 10 * MIN, "timeout")
-    return ids
 
 
 # -- listings: fields and formats ----------------------------------------------------------
@@ -434,7 +311,7 @@ sync                    1  100.0%       1m       1m        1m        1m
 )
 def test_tables_for_a_known_state(db_url: str, engine: Engine, command: str, expected: str) -> None:
     known_state(engine)
-    result = at_t0(db_url, command)
+    result = at_t0(db_url, command, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert result.stdout == expected
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
@@ -455,13 +332,69 @@ def test_tables_fit_80_columns_with_long_names_and_errors(db_url: str, engine: E
         add_attempt(engine, tid, 5, "failed", T0 - MIN, T0 - MIN, "x " * 3000)
         add_task(engine, name=name, queue="q" * 60, key=f"{'d' * 200}{i}", priority=-100000)
     for command in ("due", "failures", "dlq", "stats"):
-        result = at_t0(db_url, command)
+        result = at_t0(db_url, command, env={"COLUMNS": "80"})
         assert result.exit_code == 0, result.output
         assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
         assert "…" in result.stdout
+        # Not a terminal and no COLUMNS (a pipe, a file, cron's mail): nothing is cut.
+        whole = at_t0(db_url, command, env={"COLUMNS": None})
+        assert "…" not in whole.stdout and name in whole.stdout, whole.stdout
     # JSON keeps the full text.
     full = json.loads(at_t0(db_url, "failures", "--json").stdout)
     assert full[0]["error"] == "x " * 3000
+
+
+def test_tables_use_the_width_columns_gives(db_url: str, engine: Engine) -> None:
+    """``COLUMNS=200`` still cut ``per_accou…`` to fit 80 columns."""
+    name = "reconcile_ledger_per_account_nightly"
+    add_task(engine, name=name, status="dead", attempts=5, last_error="E" * 300, key="k" * 30)
+    add_task(engine, name=name, key="d" * 30, group_key="per_account=acct-1234567890")
+    for command in ("due", "dlq", "stats"):
+        wide = at_t0(db_url, command, env={"COLUMNS": "200"})
+        assert name in wide.stdout, wide.stdout
+        assert max(len(line) for line in wide.stdout.splitlines()) <= 200
+        narrow = at_t0(db_url, command, env={"COLUMNS": "70"})  # as narrow as it can go
+        assert "…" in narrow.stdout, narrow.stdout
+        width = max(len(line) for line in narrow.stdout.splitlines())
+        assert width < max(len(line) for line in wide.stdout.splitlines())
+    due = at_t0(db_url, "due", env={"COLUMNS": "200"}).stdout
+    assert "per_account=acct-1234567890" in due and "…" not in due, due
+    dlq = at_t0(db_url, "dlq", env={"COLUMNS": "200"}).stdout
+    assert "k" * 30 in dlq and "E" * 80 in dlq, dlq  # the error takes the room there is
+    assert max(len(line) for line in dlq.splitlines()) == 200
+
+
+def test_tables_fit_the_terminal_they_are_printed_on(
+    db_url: str, engine: Engine, project: Path
+) -> None:
+    """On a terminal, without COLUMNS, its own width: here a pseudo-terminal 100 wide."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    add_task(engine, name="t" * 150, status="dead", attempts=5, last_error="E" * 300)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    env = cli_env(db_url, {"COLUMNS": ""})
+    with subprocess.Popen(
+        [sys.executable, "-m", "tickrun", "dlq"], cwd=project, env=env, stdout=follower
+    ) as proc:
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(60) == 0
+    os.close(leader)
+    lines = out.decode().replace("\r\n", "\n").splitlines()
+    assert max(len(line) for line in lines) == 100, lines
+    assert "…" in lines[2]
 
 
 def test_fitted_table_shrinks_the_widest_shrinkable_column_first() -> None:
@@ -540,6 +473,76 @@ def test_show_a_task_that_never_ran(db_url: str, engine: Engine) -> None:
     obj = json.loads(at_t0(db_url, "show", str(tid), "--json").stdout)
     assert obj["history"] == [] and obj["payload"] == {"n": 1}
     assert "(no attempt yet)" in at_t0(db_url, "show", str(tid)).stdout
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def add_unfinished_run(engine: Engine, worker: str, started: datetime, **values: Any) -> int:
+    """A run row as a run leaves it before it ends: no end, counts 0 (a worker: its beat's)."""
+    row = {"host": "elsewhere", "pid": 1, "claimed": 0, "succeeded": 0, "retried": 0, "dead": 0}
+    with engine.begin() as conn:
+        return conn.execute(
+            insert(runs).values(worker=worker, started_at=started, **{**row, **values})
+        ).inserted_primary_key[0]
+
+
+def test_runs_without_an_end_are_running_or_lost_with_the_claims_they_left(
+    db_url: str, engine: Engine
+) -> None:
+    """A killed cron run showed ``claimed 0`` and no end, like one still going."""
+    add_run(engine, T0 - 50 * MIN)
+    beating = add_unfinished_run(
+        engine, "w:1", T0 - 2 * 60 * MIN, heartbeat_at=T0 - 10 * SEC, claimed=7, succeeded=7
+    )
+    silent = add_unfinished_run(
+        engine, "w:2", T0 - 2 * 60 * MIN, heartbeat_at=T0 - 5 * MIN, claimed=3, succeeded=3
+    )
+    killed = add_unfinished_run(engine, "cron-1", T0 - 20 * MIN)
+    going = add_unfinished_run(engine, "cron-1", T0 - 10 * MIN)  # the same --worker name
+    for i, outcome in enumerate(("succeeded", "succeeded", "failed")):
+        done = add_task(engine, status="succeeded", finished_at=T0 - 15 * MIN)
+        start = T0 - (19 - i) * MIN
+        add_attempt(engine, done, 1, outcome, start, start + SEC, worker="cron-1")
+    add_task(  # held by the killed run, its lease expired
+        engine, status="running", attempts=1, worker="cron-1", started_at=T0 - 16 * MIN,
+        lease_until=T0 - 14 * MIN, claimable_at=T0 - 14 * MIN,
+    )  # fmt: skip
+    # The later run's: one attempt done, one task held with a live lease.
+    later = add_task(engine, status="succeeded", finished_at=T0 - 5 * MIN)
+    add_attempt(engine, later, 1, "succeeded", T0 - 6 * MIN, T0 - 5 * MIN, worker="cron-1")
+    add_task(
+        engine, status="running", attempts=1, worker="cron-1", started_at=T0 - MIN,
+        lease_until=T0 + MIN, claimable_at=T0 + MIN,
+    )  # fmt: skip
+    with freeze_time(T0):
+        rows = {r["id"]: r for r in activity.recent_runs(engine, T0)}
+    assert len(rows) == 5
+    assert [r["state"] for r in rows.values() if r["finished_at"]] == ["finished"]
+
+    def counts(run_id: int) -> tuple[Any, ...]:
+        r = rows[run_id]
+        return (r["state"], r["claimed"], r["succeeded"], r["retried"], r["dead"])
+
+    assert counts(beating) == ("running", 7, 7, 0, 0)  # a worker: its heartbeat's counts
+    assert counts(silent) == ("lost", 3, 3, 0, 0)  # no heartbeat for 5 minutes
+    assert counts(killed) == ("lost", 4, 2, None, None)  # 3 attempts and 1 expired lease
+    assert counts(going) == ("running", 2, 1, None, None)
+    table = at_t0(db_url, "runs", env={"COLUMNS": "200"})
+    line = next(ln for ln in table.stdout.splitlines() if ln.split()[0] == str(killed))
+    assert " lost " in line and " cron-1 " in line, table.stdout
+
+
+def test_show_a_lost_attempt_took_an_unknown_time(db_url: str, engine: Engine) -> None:
+    """Its end is when a later claim noticed the expired lease, not when its run died."""
+    task_id = add_task(engine, status="succeeded", attempts=2, finished_at=T0 - MIN)
+    add_attempt(engine, task_id, 1, "lost", T0 - 40 * MIN, T0 - 3 * MIN, worker="cron-1")
+    add_attempt(engine, task_id, 2, "succeeded", T0 - 3 * MIN, T0 - 3 * MIN + 2 * SEC)
+    history = listings.show(engine, task_id).history
+    assert [(h["outcome"], h["duration_s"]) for h in history] == [("lost", None), ("succeeded", 2)]
+    table = at_t0(db_url, "show", str(task_id), env={"COLUMNS": "200"}).stdout
+    lost = next(ln for ln in table.splitlines() if ln.strip().startswith("1 ") and "lost" in ln)
+    assert "unknown" in lost and "37m" not in lost, table
 
 
 # -- stats ---------------------------------------------------------------------------------
@@ -958,7 +961,7 @@ BAD_INPUT = [
     (["show", "abc"], "not a valid integer"),
     (["show"], "Missing argument"),
     (["show", "{dead}", "--format", "xml"], "--format"),
-    (["stats", "--since", "1w"], "invalid duration"),
+    (["stats", "--since", "1y"], "invalid duration"),
     (["stats", "--format", "html"], "--format"),
     (["cancel"], "Missing argument"),
     (["cancel", "{pending}", "{unknown}"], "no task with id {unknown}"),
@@ -989,20 +992,6 @@ def test_bad_input_is_one_error_line_exit_2_and_changes_nothing(
 
 
 # -- before `tickrun init`, and doctor -------------------------------------------------------
-
-
-COMMANDS_NEEDING_SCHEMA = [
-    ["due"],
-    ["failures"],
-    ["dlq"],
-    ["dlq", "retry", "--all"],
-    ["dlq", "purge"],
-    ["show", "1"],
-    ["stats"],
-    ["cancel", "1"],
-    ["prune", "--older-than", "1d"],
-    ["check"],
-]
 
 
 @pytest.mark.parametrize("args", COMMANDS_NEEDING_SCHEMA, ids=" ".join)

@@ -2,6 +2,8 @@
 
 Every ``import`` in every module counts (at the top or inside a function), except those under
 ``if TYPE_CHECKING:``, which never run. ARCHITECTURE.md draws the same layers.
+
+Tests share helpers through ``tests/helpers/``: no file under tests/ imports a test module.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "tickrun"
+TESTS = ROOT / "tests"
 
 # Lowest first; a module may import modules of its own layer or below it.
 LAYERS: list[set[str]] = [
@@ -128,3 +131,43 @@ def test_the_walker_sees_lazy_imports_and_skips_type_checking_ones(tmp_path: Pat
         "runner",
         "cli.base",
     }
+
+
+def imported_test_modules(path: Path) -> set[str]:
+    """The ``tests.test_*`` modules ``path`` imports, at the top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("tests.test_")}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and module.startswith("tests.test_"):
+                found.add(module)
+            elif node.level == 1 and module.startswith("test_"):  # `from .test_x import ...`
+                found.add(f"tests.{module}")
+            elif (node.level, module) in ((0, "tests"), (1, "")):  # `from tests import test_x`
+                found |= {f"tests.{a.name}" for a in node.names if a.name.startswith("test_")}
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    imported = {
+        str(path.relative_to(ROOT)): sorted(imported_test_modules(path))
+        for path in sorted(TESTS.rglob("*.py"))
+    }
+    offenders = {path: names for path, names in imported.items() if names}
+    assert not offenders, f"move what they share into tests/helpers/: {offenders}"
+
+
+def test_the_test_import_walker_sees_every_form(tmp_path: Path) -> None:
+    source = tmp_path / "test_m.py"
+    source.write_text(
+        "from tests.conftest import tickrun\n"
+        "from tests.helpers.processes import wait_until\n"
+        "from tests.test_a import x\n"
+        "import tests.test_b\n"
+        "from tests import test_c, helpers\n"
+        "from .test_d import y\n"
+        "def f():\n    from tests.test_e import z\n"
+    )
+    assert imported_test_modules(source) == {f"tests.test_{c}" for c in "abcde"}

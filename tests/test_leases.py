@@ -22,18 +22,17 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
 from tests.conftest import tickrun, write_app
-from tests.test_crash import (
+from tests.helpers.apps import new_app, run_bounded
+from tests.helpers.processes import (
     DEADLINE,
     app_source,
     executions,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
     start_run,
     task_rows,
     twin_app,
     wait_all_due,
     wait_until,
 )
-from tests.test_engine import new_app, run_bounded
 from tickrun import DatabaseError, LeaseLost, TaskContext
 from tickrun.leases import margin
 from tickrun.lifecycle import RUNNING, SUCCEEDED

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
 from tests.conftest import tickrun, write_app
-from tests.test_alerts import Receiver
+from tests.helpers.servers import Receiver
 from tickrun import App, Fail, metrics
 from tickrun.runner import RunOptions, run
 from tickrun.schema import alerts, attempts, runs, schedules, tasks
@@ -291,6 +291,82 @@ def test_text_logs_name_the_task_of_handler_lines(db_url: str, project: Path) ->
     )
     bad = tickrun("run", "--log-format", "xml", cwd=project, db=db_url, env=env)
     assert bad.returncode == 2 and "error: " in bad.stderr
+
+
+TALKATIVE = """
+from tickrun import App
+
+app = App()
+
+
+@app.task(context=True)
+def in_thread(ctx):
+    ctx.logger.info("info from the thread")
+    ctx.logger.debug("debug from the thread")
+
+
+@app.task(context=True, timeout=60)
+def in_child(ctx):
+    ctx.logger.info("info from the child")
+    ctx.logger.debug("debug from the child")
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "shown"),
+    [
+        ([], {}, {"info"}),  # the default: the README's ctx.logger.info example shows
+        (["--log-level", "debug"], {}, {"info", "debug"}),
+        ([], {"TICKRUN_LOG_LEVEL": "warning"}, set()),
+        (["--log-level", "WARNING"], {"TICKRUN_LOG_LEVEL": "debug"}, set()),  # the flag wins
+        (["--log-format", "json"], {}, {"info"}),
+    ],
+    ids=["default", "debug", "env-warning", "flag-over-env", "json"],
+)
+def test_log_level_of_the_handlers_lines_in_threads_and_child_processes(
+    project: Path, flags: list[str], env: dict[str, str], shown: set[str]
+) -> None:
+    db = f"sqlite:///{project / 'tickrun.db'}"
+    env = {"TICKRUN_APP": write_app(project, TALKATIVE), **env}
+    assert tickrun("init", cwd=project, db=db).returncode == 0
+    for name in ("in_thread", "in_child"):
+        assert tickrun("enqueue", name, cwd=project, db=db, env=env).returncode == 0
+    result = tickrun("run", *flags, cwd=project, db=db, env=env)
+    assert result.returncode == 0, result.stderr
+    for where in ("thread", "child"):
+        for level in ("info", "debug"):
+            assert (f"{level} from the {where}" in result.stderr) == (level in shown), (
+                where,
+                level,
+                result.stderr,
+            )
+    assert "SELECT" not in result.stderr  # other libraries' INFO (SQLAlchemy's SQL) stays out
+    # In text, the summary is on stdout, not repeated on stderr; JSON logs carry it.
+    assert ("tickrun run " in result.stderr) == ("json" in flags)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--log-level", "loud"], {}, "invalid --log-level 'loud': use one of debug, info,"),
+        ([], {"TICKRUN_LOG_LEVEL": "loud"}, "invalid TICKRUN_LOG_LEVEL 'loud'"),
+        (["--log-format", "jsno"], {}, "invalid --log-format 'jsno': use one of text, json"),
+        ([], {"TICKRUN_LOG_FORMAT": "jsno"}, "invalid TICKRUN_LOG_FORMAT 'jsno'"),
+        ([], {"TICKRUN_PING_URL": "htps//hc-ping.com/x"}, "invalid TICKRUN_PING_URL 'htps//"),
+        (["--ping-url", "x"], {}, "invalid --ping-url 'x'"),
+        ([], {"TICKRUN_METRICS_FILE": "/nonexistent/x.prom"}, "TICKRUN_METRICS_FILE /nonexis"),
+    ],
+)
+def test_a_bad_value_names_the_flag_or_variable_it_came_from(
+    project: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    """A typo in an environment variable blamed the flag nobody typed."""
+    for command in ("run", "worker"):
+        result = tickrun(command, *args, cwd=project, db="sqlite:///x.db", env=env)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("error: ") and message in line, line
+    assert list(project.iterdir()) == []
 
 
 # -- pings ------------------------------------------------------------------------------------

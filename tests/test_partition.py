@@ -35,6 +35,7 @@ from sqlalchemy import select
 
 import tickrun
 from tests.conftest import cli_env, write_app
+from tests.helpers.processes import RunProcess, executions, not_due, task_rows, twin_app, wait_until
 from tests.netns import (
     SUBNET,
     Cluster,
@@ -43,14 +44,6 @@ from tests.netns import (
     missing_requirements,
     probe,
     sweep_stale,
-)
-from tests.test_crash import (
-    RunProcess,
-    executions,
-    not_due,
-    task_rows,
-    twin_app,
-    wait_until,
 )
 from tickrun import TaskContext
 from tickrun.database import open_engine

@@ -24,24 +24,20 @@ import pytest
 from sqlalchemy import create_engine, func, select, text, update
 
 from tests.conftest import SERVERS, PgBouncer, tickrun, write_app
-from tests.test_concurrency import WORK
-from tests.test_crash import (
+from tests.helpers.processes import APP as WORKER_APP
+from tests.helpers.processes import (
     DEADLINE,
+    WORK,
+    app_for,
     app_source,
     executions,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
+    ran,
     start_run,
+    start_worker,
+    started,
     task_rows,
     twin_app,
     wait_until,
-)
-from tests.test_worker import APP as WORKER_APP
-from tests.test_worker import (
-    app_for,
-    ran,
-    reap_workers,  # noqa: F401 - the autouse fixture, for this module's workers too
-    start_worker,
-    started,
 )
 from tickrun.database import open_engine
 from tickrun.lifecycle import DEAD, SUCCEEDED

@@ -27,13 +27,15 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import REQUIRE, write_app
-from tests.netns import Cluster, cluster_requirements
-from tests.test_crash import app_source, executions, twin_app, wait_until
-from tests.test_worker import (
-    reap_workers,  # noqa: F401 - the autouse fixture, for this module's workers too
+from tests.helpers.processes import (
+    app_source,
+    executions,
     start_worker,
     started,
+    twin_app,
+    wait_until,
 )
+from tests.netns import Cluster, cluster_requirements
 from tickrun import wakeup
 from tickrun.database import open_engine
 from tickrun.lifecycle import SUCCEEDED

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, i
 from sqlalchemy import update as sql_update
 
 from tests.conftest import write_app
-from tests.test_engine import T0, W, new_app
+from tests.helpers.apps import T0, W, new_app
 from tickrun import App, PayloadError, TaskContext, TaskStatus, UnknownTask, UsageError
 from tickrun.cli import cli
 from tickrun.execution import MAX_RESULT_BYTES, encode_result

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import func, insert, select, update
 
 from tests.conftest import tickrun, tickruns, write_app
 from tickrun import App, TaskContext, store
+from tickrun.cli.base import main
 from tickrun.clock import as_utc
 from tickrun.database import open_engine
 from tickrun.lifecycle import RUNNING
+from tickrun.loader import load_app
 from tickrun.migrations import init_schema
 from tickrun.runner import run
 from tickrun.scheduler import enqueue_due
@@ -281,8 +285,10 @@ def test_schedules_listing_is_the_same_under_any_host_tz(db_url: str, project: P
         "last_enqueued_at",
         "missed",
         "skipped",
+        "overdue",
     ]
     assert row["tz"] == "Europe/London" and row["cron"] == "30 2 * * *"
+    assert row["overdue"] is False
     next_run = datetime.fromisoformat(row["next_run_at"])
     assert next_run.utcoffset() == timedelta(0) and next_run > datetime.now(UTC)
 
@@ -293,6 +299,53 @@ def test_schedules_listing_is_the_same_under_any_host_tz(db_url: str, project: P
     assert lines[0] == "name,tz,local_time,utc_time"
     assert len(lines) == 4
     assert all(",Europe/London," in line and "T02:30:00" in line for line in lines[1:])
+
+
+def test_an_occurrence_no_run_has_handled_yet_shows_as_overdue(
+    db_url: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "next" time of a schedule stays in the past until a run enqueues it: it was shown
+    as if it were still to come."""
+    monkeypatch.chdir(project)
+    module = f"hourly_{uuid.uuid4().hex[:8]}"  # each database's test imports its own
+    source = "from tickrun import App\napp = App()\n\n@app.schedule('0 * * * *')\n"
+    ref = write_app(project, source + "def hourly() -> None: ...\n", module)
+    app = load_app(ref)
+    app.use_database(db_url)
+
+    def schedules(*args: str) -> str:
+        result = CliRunner().invoke(
+            MAIN,  # type: ignore[arg-type]
+            ["schedules", "--db", db_url, "--app", ref, *args],
+            env={"COLUMNS": "200"},
+        )
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    with freeze_time(T0) as frozen:
+        run(app)  # first sight: the schedule starts from T0
+        (row,) = json.loads(schedules("--json"))
+        assert (row["next_run_at"], row["overdue"]) == ("2026-03-02T10:00:00+00:00", False)
+        assert "overdue" not in schedules()
+        frozen.move_to(T0 + timedelta(hours=2))  # no run for two hours (a host down, say)
+        (row,) = json.loads(schedules("--json"))
+        assert (row["next_run_at"], row["overdue"]) == ("2026-03-02T10:00:00+00:00", True)
+        assert "2026-03-02 10:00 overdue" in schedules()
+        run(app)
+        (row,) = json.loads(schedules("--json"))
+        assert (row["next_run_at"], row["overdue"]) == ("2026-03-02T12:00:00+00:00", False)
+
+
+class _Main:
+    """Lets CliRunner drive tickrun's own entry point: one-line errors, contract exit codes."""
+
+    name = "tickrun"
+
+    def main(self, args: list[str], prog_name: str, **_: object) -> None:
+        main(list(args))
+
+
+MAIN = _Main()
 
 
 PREVIEW_APP = """
@@ -360,7 +413,7 @@ def test_preview_lists_what_run_enqueues(
 
     from click.testing import CliRunner
 
-    from tests.test_inspect import _Main
+    from tests.helpers.cli import _Main
 
     # A module name of its own, since each case's application is imported in this process.
     module = f"preview_{uuid.uuid4().hex}"
@@ -417,7 +470,7 @@ def run_check(db_url: str, *args: str) -> tuple[int, list[str]]:
     """`tickrun check` in-process (so frozen time reaches it), through the real entry point."""
     from click.testing import CliRunner
 
-    from tests.test_inspect import _Main
+    from tests.helpers.cli import _Main
 
     result = CliRunner().invoke(_Main(), ["--db", db_url, "check", *args])  # type: ignore[arg-type]
     return result.exit_code, result.output.strip().splitlines()  # stdout and stderr

@@ -37,13 +37,22 @@ def test_backoff_list_follows_the_attempts_and_its_last_step_repeats() -> None:
     assert as_backoff((5,))(99) == 5.0
 
 
+def test_backoff_takes_durations_as_the_cli_writes_them() -> None:
+    assert as_backoff("30s")(1) == 30.0
+    assert as_backoff("200ms")(4) == 0.2
+    steps = as_backoff(["10s", 60, "5m", timedelta(hours=1)])
+    assert [steps(a) for a in (1, 2, 3, 4, 9)] == [10, 60, 300, 3600, 3600]
+
+
 def test_backoff_callable_is_called_with_the_attempt_that_failed() -> None:
     fn = as_backoff(lambda attempt: attempt * 7)
     assert fn(1) == 7
     assert fn(3) == 21
 
 
-@pytest.mark.parametrize("spec", [-1, [], [10, -5], "30", True, None, {"a": 1}, ["x"]])
+@pytest.mark.parametrize(
+    "spec", [-1, [], [10, -5], "30x", "-1m", True, None, {"a": 1}, ["x"], math.inf]
+)
 def test_backoff_rejects_other_forms(spec: Any) -> None:
     with pytest.raises((ValueError, TypeError)):
         as_backoff(spec)
@@ -115,6 +124,11 @@ def test_retry_validates_its_delay() -> None:
         ("1.5", 1.5),
         ("1.5h", 5400),
         (" 2H ", 7200),
+        ("200ms", 0.2),
+        ("1w", 604800),
+        ("1w2d", 777600),
+        ("1m30s500ms", 90.5),
+        ("1ms", 0.001),
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
@@ -123,7 +137,10 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["5x", "-3", "-1h", "", "   ", "abc", "h", "1h 30m", "30 s", "1m-30s", "nan", "inf", "0x10"],
+    [
+        *["5x", "-3", "-1h", "", "   ", "abc", "h", "1h 30m", "30 s", "1m-30s", "nan", "inf"],
+        *["0x10", "ms", "1y", "1msec", "-200ms"],
+    ],
 )
 def test_parse_duration_rejects_bad_input(text: str) -> None:
     with pytest.raises(UsageError, match="invalid duration") as info:
@@ -209,6 +226,18 @@ def test_task_row_overrides_and_defaults(app: App) -> None:
             timedelta(minutes=2)
         )
         assert app.task_row("anything", {"a": [1, {"b": None}], "c": "é"})["payload"]
+
+
+def test_durations_in_the_python_api_read_as_on_the_command_line(app: App) -> None:
+    """delay, timeout, lease and backoff take what --in takes: seconds, or "10s", "5m"..."""
+    with freeze_time(NOW):
+        for delay, seconds in (("10s", 10), ("200ms", 0.2), ("1w", 604800), ("90", 90)):
+            row = app.task_row("nothing", {}, delay=delay)
+            assert row["run_at"] == NOW + timedelta(seconds=seconds), delay
+    registry = App()
+    registry.task(name="t", timeout="1500ms", lease="1h30m", backoff="45s")(noop)
+    spec = registry.tasks["t"]
+    assert (spec.timeout, spec.lease, spec.backoff(3)) == (1.5, 5400.0, 45.0)
 
 
 def test_task_row_run_at_is_stored_in_utc(app: App) -> None:
@@ -318,7 +347,9 @@ def test_a_fitting_payload_does_not_make_a_later_mismatch_pass(app: App) -> None
         ({"delay": -1}, "delay must be"),
         ({"delay": math.nan}, "delay must be"),
         ({"delay": math.inf}, "delay must be"),
-        ({"delay": "10"}, "delay must be"),
+        ({"delay": "10x"}, "delay must be"),
+        ({"delay": "-10s"}, "delay must be"),
+        ({"delay": [10]}, "delay must be"),
         ({"delay": timedelta(seconds=-1)}, "delay must be"),
         ({"run_at": "2026-01-01T00:00:00"}, "run_at must be a datetime"),
         ({"run_at": date(2026, 1, 1)}, "run_at must be a datetime"),
@@ -419,12 +450,14 @@ def noop() -> None: ...
         ({"max_attempts": 2**31}, "max_attempts"),
         ({"timeout": 0}, "timeout"),
         ({"timeout": -5}, "timeout"),
-        ({"timeout": "10"}, "timeout"),
+        ({"timeout": "10x"}, "timeout"),
+        ({"timeout": "0s"}, "timeout"),
         ({"timeout": math.nan}, "timeout"),
         ({"timeout": math.inf}, "timeout"),
         ({"lease": 0}, "lease"),
         ({"lease": 0.5}, "lease"),
-        ({"lease": "60"}, "lease"),
+        ({"lease": "60 seconds"}, "lease"),
+        ({"lease": "500ms"}, "lease"),
         ({"lease": math.nan}, "lease"),
         ({"lease": math.inf}, "lease"),
         ({"queue": ""}, "queue"),
@@ -439,7 +472,8 @@ def noop() -> None: ...
         ({"backoff": -1}, "backoff"),
         ({"backoff": []}, "backoff"),
         ({"backoff": [10, -1]}, "backoff"),
-        ({"backoff": "30s"}, "backoff"),
+        ({"backoff": "soon"}, "backoff"),
+        ({"backoff": ["1m", "later"]}, "backoff"),
         ({"backoff": True}, "backoff"),
     ],
 )

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from html import unescape
@@ -31,16 +28,17 @@ pytest.importorskip("starlette", reason="the web extra is not installed: pip ins
 from starlette.testclient import TestClient  # noqa: E402
 
 from tests.conftest import ROOT, cli_env, tickrun, write_app  # noqa: E402
-from tests.test_inspect import (  # noqa: E402
+from tests.helpers.cli import at_t0  # noqa: E402
+from tests.helpers.seeds import (  # noqa: E402
     MIN,
     T0,
     add_attempt,
     add_run,
     add_task,
-    at_t0,
     mixed_state,
     task_row,
 )
+from tests.helpers.servers import Server  # noqa: E402
 from tickrun import activity, listings  # noqa: E402
 from tickrun.app import App  # noqa: E402
 from tickrun.database import open_engine  # noqa: E402
@@ -528,40 +526,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Server:
-    """A real ``tickrun web`` process on a free loopback port."""
-
-    def __init__(self, cwd: Path, db: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "web", "--bind", "127.0.0.1:0", *args],
-            cwd=cwd,
-            env=cli_env(db, env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        found = re.search(r"serving (http://\S+/)", line)
-        if not found:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"tickrun web did not start: {line!r} {err!r}")
-        self.url = found.group(1)
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=30) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, err
-
-
 def test_tickrun_web_serves_until_sigterm(db_url: str, engine: Engine, project: Path) -> None:
     mixed_state(engine)
     server = Server(project, db_url, "--root-path", "/tickrun")
@@ -588,6 +552,8 @@ def test_tickrun_web_start_up_refusals(db_url: str, project: Path) -> None:
     refused = web("--bind", "0.0.0.0:0", "--allow-actions")
     assert refused.returncode == 2
     assert "needs TICKRUN_WEB_TOKEN" in one_line(refused)
+    every_interface = web("--bind", ":0", "--allow-actions")
+    assert "--allow-actions on 0.0.0.0, which is not a loopback" in one_line(every_interface)
     short = web("--allow-actions", env={"TICKRUN_WEB_TOKEN": "abc"})
     assert short.returncode == 2 and "too short" in one_line(short)
     for bind in ("nonsense", "127.0.0.1:99999", "::1:8080", "[::1]8080"):
@@ -627,6 +593,22 @@ def test_notices_say_who_can_reach_what(project: Path, tmp_path: Path) -> None:
     finally:
         code, err = server.stop()
     assert "notice" not in err
+
+
+def test_bind_to_a_port_alone_serves_every_interface_and_says_so(
+    project: Path, tmp_path: Path
+) -> None:
+    """``--bind :PORT`` said "serving on  without TICKRUN_WEB_TOKEN" (an empty host)."""
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert tickrun("init", cwd=project, db=db).returncode == 0
+    server = Server(project, db, "--bind", ":0")  # the last --bind wins
+    try:
+        assert server.url.startswith("http://0.0.0.0:")
+        assert server.get("/")[0] == 200
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+    assert "notice: serving on 0.0.0.0 without TICKRUN_WEB_TOKEN" in err, err
 
 
 def test_schedules_come_from_the_configured_application(db_url: str, project: Path) -> None:

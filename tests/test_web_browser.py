@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import ROOT
-from tests.test_inspect import add_attempt, add_task, task_row
+from tests.helpers.seeds import add_attempt, add_task, task_row
 from tickrun import clock
 
 REQUIRE = os.environ.get("TICKRUN_TEST_REQUIRE_BROWSER") == "1"
@@ -159,7 +159,7 @@ def shop(engine: Engine) -> dict[str, int]:
 def test_follow_a_failure_retry_it_and_see_it_leave_the_dlq(
     db_url: str, engine: Engine, backend: str, project: Path, page: Any
 ) -> None:
-    from tests.test_web import Server
+    from tests.helpers.servers import Server
 
     ids = shop(engine)
     server = Server(project, db_url, "--allow-actions")
@@ -210,7 +210,7 @@ def test_follow_a_failure_retry_it_and_see_it_leave_the_dlq(
 def test_a_script_in_a_payload_is_text_and_never_runs(
     db_url: str, engine: Engine, project: Path, page: Any
 ) -> None:
-    from tests.test_web import Server
+    from tests.helpers.servers import Server
 
     ids = shop(engine)
     server = Server(project, db_url)

@@ -10,13 +10,9 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,14 +20,18 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ServerDatabases, cli_env, empty_tables, tickrun, write_app
-from tests.test_crash import (
-    DEADLINE,
+from tests.conftest import ServerDatabases, empty_tables, tickrun, write_app
+from tests.helpers.processes import (
+    APP,
     RunProcess,
+    WorkerProcess,
+    app_for,
     app_source,
     executions,
-    reap_runs,  # noqa: F401 - the autouse fixture, for this module's runs too
+    ran,
     start_run,
+    start_worker,
+    started,
     wait_until,
 )
 from tickrun import App
@@ -41,96 +41,7 @@ from tickrun.schema import attempts, runs, schedules, tasks
 
 pytestmark = pytest.mark.slow
 
-APP = app_source(
-    """
-@app.task()
-def hello(n):
-    note(f"{n} {time.time()!r}")
-
-
-@app.task(lease=30)
-def slow(n):
-    note(f"start {n}")
-    block_until("go")
-    note(f"end {n}")
-"""
-)
 SCHEDULED = APP + 'app.schedule("* * * * *", task="hello", payload={"n": -1}, name="minutely")\n'
-
-
-@dataclass
-class WorkerProcess:
-    proc: subprocess.Popen[bytes]
-    err: Path
-    out: Path
-    db: str
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def stop(self, timeout: float = DEADLINE) -> tuple[int, str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"worker did not stop: {self.stderr()}") from None
-        return code, self.out.read_text(), self.stderr()
-
-
-_workers: list[WorkerProcess] = []
-
-
-@pytest.fixture(autouse=True)
-def reap_workers() -> Iterator[None]:
-    yield
-    while _workers:
-        w = _workers.pop()
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
-
-
-def start_worker(project: Path, db: str, *args: str, tag: str = "worker") -> WorkerProcess:
-    out, err = project / f"{tag}.out", project / f"{tag}.err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "worker", *args],
-            cwd=project,
-            env=cli_env(db, {"TICKRUN_APP": "jobs:app"}),
-            stdout=stdout,
-            stderr=stderr,
-        )
-    worker = WorkerProcess(proc, err, out, db)
-    _workers.append(worker)
-    return worker
-
-
-def started(worker: WorkerProcess) -> bool:
-    """The worker has recorded itself and its first heartbeat (it then waits for tasks)."""
-    assert worker.proc.poll() is None, worker.stderr()
-    stmt = select(runs.c.heartbeat_at).where(
-        runs.c.pid == worker.proc.pid, runs.c.finished_at.is_(None)
-    )
-    with open_engine(worker.db).connect() as conn:
-        return conn.execute(stmt).scalar() is not None
-
-
-def app_for(db: str) -> App:
-    app = App(database_url=db)
-    app.task(name="hello")(lambda n: None)
-    app.task(name="slow")(lambda n: None)
-    return app
-
-
-def ran(project: Path, n: int) -> float | None:
-    for line in executions(project):
-        first, _, rest = line.partition(" ")
-        if first == str(n):
-            return float(rest)
-    return None
 
 
 def test_a_task_enqueued_after_start_is_picked_up_at_once(

@@ -22,7 +22,7 @@ from tickrun.schema import attempts, runs, tasks
 # fmt: off
 RUNS_FIELDS = [
     "id", "started_at", "finished_at", "host", "worker", "pid", "claimed", "succeeded", "retried",
-    "dead", "exit_code",
+    "dead", "exit_code", "state",
 ]
 QUEUE_FIELDS = ["queue", "pending", "due", "running", "retrying", "dead", "oldest_due_age_s"]
 # fmt: on
@@ -34,6 +34,11 @@ _A = attempts
 _R = runs
 
 
+# A worker whose heartbeat is older than this is gone (doctor.WORKER_SILENCE, the same bound).
+WORKER_SILENCE = 60.0
+FINISHED_RUN, RUNNING_RUN, LOST_RUN = "finished", "running", "lost"
+
+
 def recent_runs(
     engine: Engine,
     now: datetime,
@@ -43,8 +48,15 @@ def recent_runs(
     offset: int | None = None,
 ) -> list[dict[str, Any]]:
     """``tickrun run`` invocations, newest first; those started within ``since`` seconds of
-    ``now`` when given. A run still going (or killed) has no ``finished_at``/``exit_code``."""
-    stmt = select(*(_R.c[f] for f in RUNS_FIELDS)).order_by(_R.c.started_at.desc(), _R.c.id.desc())
+    ``now`` when given.
+
+    ``state`` is ``finished`` (the run recorded its end, counts and exit code), ``running``
+    or ``lost``: ended without a trace (killed, its host gone). A run records its counts only
+    at its end (a worker at each heartbeat), so those of a cron run without an end are
+    counted from what it left (:func:`_unfinished_counts`).
+    """
+    columns = [_R.c[f] for f in RUNS_FIELDS if f != "state"] + [_R.c.heartbeat_at]
+    stmt = select(*columns).order_by(_R.c.started_at.desc(), _R.c.id.desc())
     if since is not None:
         stmt = stmt.where(_R.c.started_at >= now - timedelta(seconds=since))
     if limit is not None:
@@ -52,7 +64,97 @@ def recent_runs(
     if offset:
         stmt = stmt.offset(offset)
     with engine.connect() as conn:
-        return as_dicts(conn, stmt)
+        rows = as_dicts(conn, stmt)
+        unfinished = [r for r in rows if r["finished_at"] is None and r["heartbeat_at"] is None]
+        if unfinished:
+            _unfinished_counts(conn, unfinished, now)
+    for row in rows:
+        beat = row.pop("heartbeat_at")
+        if row["finished_at"] is not None:
+            row["state"] = FINISHED_RUN
+        elif beat is not None:  # a worker: alive while it heartbeats
+            alive = beat >= now - timedelta(seconds=WORKER_SILENCE)
+            row["state"] = RUNNING_RUN if alive else LOST_RUN
+    return rows
+
+
+def _unfinished_counts(conn: Any, rows: list[dict[str, Any]], now: datetime) -> None:
+    """The counts and state of cron runs without an end, from what each left in the tables:
+    its attempts (a lost one recorded since, by whichever run took the task over) and the
+    tasks it still holds, told apart from other runs' by worker name and claim time (from
+    the run's start until the next run of the same worker name started).
+
+    ``claimed`` and ``succeeded`` are counted so; ``retried`` and ``dead`` are unknown
+    (None): whether a failed attempt was retried or was the last is the run's to say. The
+    run is ``lost`` when one of its attempts was recorded lost, a task it holds has an
+    expired lease, or it ran on this host under a process id that is gone; else ``running``.
+    Reads only attempts that ended since the earliest of these runs started (indexed).
+    """
+    workers = sorted({r["worker"] for r in rows})
+    earliest = min(r["started_at"] for r in rows)
+    later = (
+        select(_R.c.worker, _R.c.started_at)
+        .where(_R.c.worker.in_(workers), _R.c.started_at > earliest)
+        .order_by(_R.c.started_at)
+    )
+    starts: dict[str, list[datetime]] = {}
+    for worker, started in conn.execute(later):
+        starts.setdefault(worker, []).append(started)
+    done = conn.execute(
+        select(_A.c.worker, _A.c.started_at, _A.c.outcome).where(
+            _A.c.finished_at >= earliest, _A.c.worker.in_(workers), _A.c.started_at >= earliest
+        )
+    ).all()
+    held = conn.execute(
+        select(_T.c.worker, _T.c.started_at, _T.c.lease_until).where(
+            _T.c.status == RUNNING, _T.c.worker.in_(workers), _T.c.started_at >= earliest
+        )
+    ).all()
+    for row in rows:
+        begin = row["started_at"]
+        end = next((t for t in starts.get(row["worker"], []) if t > begin), None)
+        span = (row["worker"], begin, end)
+        outcomes = [o for w, t, o in done if _within(span, w, t)]
+        leases = [until for w, t, until in held if _within(span, w, t)]
+        row["claimed"] = len(outcomes) + len(leases)
+        row["succeeded"] = outcomes.count(Outcome.SUCCEEDED)
+        row["retried"] = row["dead"] = None
+        lost = (
+            Outcome.LOST in outcomes
+            or any(until is not None and until < now for until in leases)
+            or _gone(row["host"], row["pid"])
+        )
+        row["state"] = LOST_RUN if lost else RUNNING_RUN
+
+
+def _within(
+    span: tuple[str, datetime, datetime | None], worker: str, started: datetime | None
+) -> bool:
+    """Whether a claim by ``worker`` at ``started`` is the run's: same worker name, from its
+    start until the next run of that name started (``None``: none did)."""
+    name, begin, end = span
+    return (
+        worker == name
+        and started is not None
+        and started >= begin
+        and (end is None or started < end)
+    )
+
+
+def _gone(host: str, pid: int) -> bool:
+    """Whether the run's process is known to be gone: only on its own host can that be seen."""
+    import os
+    import socket
+
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def count_runs(engine: Engine, now: datetime, *, since: float) -> int:

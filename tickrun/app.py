@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tickrun import clock, specs
 from tickrun.backoff import BackoffSpec
+from tickrun.durations import Duration
 from tickrun.errors import ConfigError, UnknownTask, UsageError
 from tickrun.flow import Limit, check_limit, parse_rate, queue_scope, task_scope
 from tickrun.specs import ScheduleSpec, TaskSpec
@@ -69,8 +70,8 @@ class App:
         *,
         max_attempts: int = 5,
         backoff: BackoffSpec | None = None,
-        timeout: float | None = None,
-        lease: float = 60,
+        timeout: Duration | None = None,
+        lease: Duration = 60,
         queue: str = "default",
         priority: int = 0,
         name: str | None = None,
@@ -83,7 +84,7 @@ class App:
     ) -> Any:
         """Register a handler: ``@app.task`` or ``@app.task(max_attempts=3, ...)``.
 
-        Flow control (README, "Flow control"): ``rate="100/m"`` allows at most 100 starts in
+        Flow control (docs/guides/flow-control.md): ``rate="100/m"`` allows at most 100 starts in
         any minute; ``concurrency=K`` at most K running at once, per value of the payload
         field ``concurrency_key`` when one is named; ``ordered=True`` (with a
         ``concurrency_key``) starts one task per key at a time, in enqueue order, and
@@ -219,7 +220,7 @@ class App:
         payload: Mapping[str, Any] | None = None,
         *,
         key: str | None = None,
-        delay: float | timedelta | None = None,
+        delay: Duration | None = None,
         run_at: datetime | None = None,
         queue: str | None = None,
         priority: int | None = None,
@@ -258,11 +259,15 @@ class App:
         from tickrun.schema import tasks
 
         values = self.task_row(task, payload, **options)
-        if connection is None and values["key"] is None:
-            return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
-        [(task_id, duplicate)] = self._in_transaction(
-            connection, lambda c: store.insert_tasks(c, [values]), needs_transaction=False
-        )
+        try:
+            if connection is None and values["key"] is None:
+                return Enqueued(dialects.insert_one(self.engine, tasks, values), False)
+            [(task_id, duplicate)] = self._in_transaction(
+                connection, lambda c: store.insert_tasks(c, [values]), needs_transaction=False
+            )
+        except Exception as exc:
+            self._explain(connection, exc)
+            raise
         return Enqueued(task_id, duplicate)
 
     def enqueue_many(
@@ -279,8 +284,23 @@ class App:
         rows = [self.task_row(name, payload, now=now) for name, payload in items]
         if not rows:
             return []
-        inserted = self._in_transaction(connection, lambda c: store.insert_tasks(c, rows))
+        try:
+            inserted = self._in_transaction(connection, lambda c: store.insert_tasks(c, rows))
+        except Exception as exc:
+            self._explain(connection, exc)
+            raise
         return sorted(task_id for task_id, _ in inserted)
+
+    def _explain(self, connection: Any, exc: Exception) -> None:
+        """Raise SchemaError ("run tickrun init") when ``exc`` failed for want of tickrun's
+        tables, judged on the caller's database when given a connection, else on ours."""
+        from tickrun.database import explain_missing_schema
+
+        try:
+            engine = self.engine if connection is None else _as_connection(connection).engine
+        except Exception:  # noqa: BLE001 - no engine to look at: the original error stands
+            return
+        explain_missing_schema(engine, exc)
 
     def _in_transaction(
         self, connection: Any, work: Callable[[Connection], T], *, needs_transaction: bool = True
@@ -310,7 +330,11 @@ class App:
         from tickrun.status import lookup
 
         _check_lookup(task_id, key)
-        return lookup(self.engine, task_id=task_id, key=key)
+        try:
+            return lookup(self.engine, task_id=task_id, key=key)
+        except Exception as exc:
+            self._explain(None, exc)
+            raise
 
     def wait(
         self,

@@ -1,17 +1,21 @@
 """Backoff: the delay before the next attempt, as a pure function of the attempt number.
 
-A task's ``backoff`` may be a number of seconds, a list of seconds (the last repeats), a
-callable ``attempt -> seconds`` or :func:`exponential`. ``attempt`` is the number of the
-attempt that just failed (1 for the first).
+A task's ``backoff`` may be a duration (seconds, or a string like ``"30s"``), a list of
+durations (the last repeats), a callable ``attempt -> seconds`` or :func:`exponential`.
+``attempt`` is the number of the attempt that just failed (1 for the first).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from tickrun.durations import as_seconds
+from tickrun.errors import UsageError
 
 BackoffFn = Callable[[int], float]
-BackoffSpec = float | int | Sequence[float] | BackoffFn
+BackoffSpec = float | int | str | timedelta | Sequence[float | str | timedelta] | BackoffFn
 
 
 def exponential(
@@ -39,18 +43,23 @@ def as_backoff(spec: BackoffSpec) -> BackoffFn:
     """Normalise every accepted ``backoff`` form to a callable; raises ValueError on others."""
     if callable(spec):
         return spec
-    if isinstance(spec, bool):
-        raise ValueError(f"invalid backoff {spec!r}")
-    if isinstance(spec, int | float):
-        if spec < 0:
-            raise ValueError(f"invalid backoff {spec!r}: must be >= 0")
-        seconds = float(spec)
-        return lambda attempt: seconds
-    if isinstance(spec, Sequence) and not isinstance(spec, str) and spec:
-        steps = [float(s) for s in spec]
-        if any(s < 0 for s in steps):
-            raise ValueError(f"invalid backoff {spec!r}: delays must be >= 0")
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        if not spec:
+            raise ValueError(f"invalid backoff {spec!r}: {_FORMS}")
+        steps = [_delay(s, spec) for s in spec]
         return lambda attempt: steps[min(max(attempt, 1), len(steps)) - 1]
-    raise ValueError(
-        f"invalid backoff {spec!r}: use seconds, a list of seconds, a callable or exponential()"
-    )
+    seconds = _delay(spec, spec)
+    return lambda attempt: seconds
+
+
+_FORMS = "use a duration (seconds, or e.g. '30s'), a list of them, a callable or exponential()"
+
+
+def _delay(value: object, spec: object) -> float:
+    try:
+        seconds = as_seconds(value, "backoff")
+    except UsageError:
+        raise ValueError(f"invalid backoff {spec!r}: {_FORMS}") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"invalid backoff {spec!r}: delays must be >= 0 and finite")
+    return seconds

@@ -39,23 +39,71 @@ def sqlite_path(url: str) -> str | None:
 
 _engines: dict[str, Engine] = {}
 
+# The short schemes people write (Heroku's and most hosts' DATABASE_URL among them), and the
+# drivers that may serve them, preferred first: those of tickrun's extras, then SQLAlchemy's
+# defaults (which it would pick itself, and which are rarely installed).
+_DRIVERS = {
+    "postgres": ("postgresql", ("psycopg", "psycopg2")),
+    "postgresql": ("postgresql", ("psycopg", "psycopg2")),
+    "mysql": ("mysql", ("pymysql", "mysqldb")),
+    "mariadb": ("mariadb", ("pymysql", "mysqldb")),
+}
+_MODULES = {
+    "psycopg": "psycopg",
+    "psycopg2": "psycopg2",
+    "pymysql": "pymysql",
+    "mysqldb": "MySQLdb",
+}
+_EXTRAS = {"postgresql": ("postgres", "psycopg"), "mysql": ("mysql", "pymysql")}
+
+
+def with_driver(url: str) -> str:
+    """``url`` with an installed driver named: ``postgres://`` and ``postgresql://`` become
+    ``postgresql+psycopg://`` (psycopg2 if only it is installed), ``mysql://`` and
+    ``mariadb://`` become ``mysql+pymysql://`` and ``mariadb+pymysql://``; ``postgres+X://``
+    reads as ``postgresql+X://``. Other URLs are returned as they are."""
+    scheme, sep, rest = url.partition("://")
+    name, plus, driver = scheme.partition("+")
+    if not sep or name.lower() not in _DRIVERS:
+        return url
+    backend, drivers = _DRIVERS[name.lower()]
+    if not plus:
+        import importlib.util
+
+        installed = [d for d in drivers if importlib.util.find_spec(_MODULES[d]) is not None]
+        if not installed:
+            return url  # open_engine reports the missing driver, with the extra to install
+        driver = installed[0]
+    return f"{backend}+{driver}://{rest}"
+
 
 def open_engine(url: str) -> Engine:
     """One engine per URL per process; configured for durable, lock-safe use."""
     if url in _engines:
         return _engines[url]
+    full = with_driver(url)
     try:
-        engine = create_engine(url, **dialects.engine_options(url))
+        engine = create_engine(full, **dialects.engine_options(full))
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigError(f"invalid database URL {mask_url(url)}: {exc}") from None
     except ImportError as exc:
-        hint = " (pip install 'tickrun[postgres]' or 'tickrun[mysql]')"
-        raise ConfigError(f"database driver missing for {mask_url(url)}: {exc}{hint}") from None
+        raise ConfigError(
+            f"database driver missing for {mask_url(url)}: {exc} ({_driver_hint(full)})"
+        ) from None
     dialects.configure(engine)
     kept = _engines.setdefault(url, engine)  # another thread may have opened it meanwhile
     if kept is not engine:
         engine.dispose()
     return kept
+
+
+def _driver_hint(url: str) -> str:
+    """What to install, and which URL to write, for a driver that is not there."""
+    backend = make_url(url).get_backend_name()
+    extra, driver = _EXTRAS.get("mysql" if backend == "mariadb" else backend, ("", ""))
+    if not extra:
+        return "install the database's driver"
+    return f"pip install 'tickrun[{extra}]', and write {backend}+{driver}:// or {backend}://"
 
 
 def close_engines() -> None:
@@ -112,6 +160,24 @@ def require_schema(engine: Engine) -> None:
             f"the tickrun schema is version {version}, newer than this tickrun understands "
             f"({SCHEMA_VERSION}): upgrade tickrun"
         )
+
+
+def explain_missing_schema(engine: Engine, exc: BaseException) -> None:
+    """Raise the SchemaError that says to run ``tickrun init`` when ``exc`` is a statement that
+    failed for want of tickrun's tables (``no such table``, ``relation does not exist``,
+    ``Table doesn't exist``, a missing column); return otherwise, for the caller to re-raise.
+
+    Called only after a failure, and looks at the schema on a connection of its own (the
+    failed one may be in an aborted transaction): statements that succeed pay nothing.
+    """
+    if not isinstance(exc, OperationalError | ProgrammingError):
+        return
+    try:
+        require_schema(engine)
+    except SchemaError as missing:
+        raise missing from exc
+    except SQLAlchemyError:
+        return  # the database itself is the trouble: the original error says more
 
 
 def describe_db_error(exc: SQLAlchemyError, url: str) -> DatabaseError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
@@ -35,10 +36,14 @@ from sqlalchemy import inspect as inspect_db
 from sqlalchemy import table as lightweight_table
 from sqlalchemy.engine import Connection, CursorResult, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
-from tickrun.schema import CLAIM_ORDER_MARIADB
+from tickrun import clock
+from tickrun.schema import CLAIM_ORDER_MARIADB, UTCDateTime
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -91,9 +96,15 @@ def engine_options(url: str) -> dict[str, Any]:
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     if backend == "postgresql":
         connect_args = _unless_in_url(parsed.query, POSTGRES_LINK_OPTIONS)
+        options: dict[str, Any] = {"connect_args": connect_args}
+        if parsed.get_driver_name() in ("psycopg", "psycopg2"):
+            # tickrun stores no hstore: without this, the dialect's first connection looks the
+            # type up (a savepoint, a catalog query, its release), three round trips of every
+            # cron tick's start (bench/README.md, "W5 on PostgreSQL").
+            options["use_native_hstore"] = False
         if parsed.get_driver_name() == "psycopg":
             connect_args["prepare_threshold"] = prepare_threshold(parsed.query)
-        return {"connect_args": connect_args}
+        return options
     if backend in ("mysql", "mariadb"):
         return {
             "isolation_level": "READ COMMITTED",
@@ -121,9 +132,10 @@ def prepare_threshold(query: Mapping[str, str | tuple[str, ...]]) -> int | None:
     run of a statement, so tickrun never prepares. On a direct connection that costs 9 % of
     one-at-a-time enqueues and 15 % of a run's drain rate, mostly psycopg's executemany() of
     a batch's attempts, which parses each row's INSERT again (bench/README.md, "Prepared
-    statements"). ``?prepare_threshold=N`` turns preparing back on for direct connections and
-    ``none`` keeps it off; the URL's text is parsed here because SQLAlchemy would hand it to
-    psycopg as a string, where psycopg needs an int or None.
+    statements"; the analysis in bench/LOG.md). ``?prepare_threshold=N`` turns preparing back
+    on for direct connections and ``none`` keeps it off; the URL's text is parsed here
+    because SQLAlchemy would hand it to psycopg as a string, where psycopg needs an int or
+    None.
     """
     value = query.get("prepare_threshold")
     if isinstance(value, tuple):
@@ -602,3 +614,101 @@ def notify(conn: Connection) -> None:
     """A notification on the workers' channel, sent when ``conn``'s transaction commits (the
     listener's self-test)."""
     conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+# -- the database's clock (tickrun.clock) ------------------------------------------------------
+
+
+class database_now(FunctionElement[datetime]):  # noqa: N801 - an SQL function, named as one
+    """The database's current instant as a naive UTC timestamp, as the statement started.
+
+    A statement sent after a lock wait reads a time after it: what a limit counts must be.
+    SQLite has no clock apart from the host's: tickrun binds that there (``bound_now``).
+    """
+
+    type = UTCDateTime()
+    name = "database_now"
+    inherit_cache = True
+
+
+@compiles(database_now, "postgresql")
+def _postgresql_now(element: database_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(statement_timestamp() AT TIME ZONE 'UTC')"
+
+
+@compiles(database_now, "mysql")
+@compiles(database_now, "mariadb")
+def _mariadb_now(element: database_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "UTC_TIMESTAMP(6)"
+
+
+class _now_or(FunctionElement[datetime]):  # noqa: N801 - an SQL expression
+    type = UTCDateTime()
+    name = "now_or"
+    inherit_cache = True
+
+
+@compiles(_now_or)
+def _sqlite_now_or(element: _now_or, compiler: SQLCompiler, **kw: Any) -> str:
+    (pinned,) = element.clauses
+    return compiler.process(pinned, **kw)  # always bound (bound_now): the host is the clock
+
+
+@compiles(_now_or, "postgresql")
+def _postgresql_now_or(element: _now_or, compiler: SQLCompiler, **kw: Any) -> str:
+    (pinned,) = element.clauses
+    return f"coalesce({compiler.process(pinned, **kw)}, {compiler.process(database_now())})"
+
+
+@compiles(_now_or, "mysql")
+@compiles(_now_or, "mariadb")
+def _mariadb_now_or(element: _now_or, compiler: SQLCompiler, **kw: Any) -> str:
+    (pinned,) = element.clauses
+    # Cast, or MariaDB types the COALESCE of a bound string as a string.
+    pinned_sql = compiler.process(pinned, **kw)
+    return f"coalesce(CAST({pinned_sql} AS DATETIME(6)), {compiler.process(database_now())})"
+
+
+def now_or(pinned: BindParameter[datetime]) -> ColumnElement[datetime]:
+    """``pinned`` when it is bound to a time, else the database's clock: bind it with
+    :func:`bound_now`."""
+    return _now_or(pinned)
+
+
+def bound_now(pinned: datetime | None, bind: Engine | Connection) -> datetime | None:
+    """What to bind to a :func:`now_or` parameter: the pinned time (a frozen test's), else
+    None so the database's clock decides, but on SQLite the host's clock, read now (inside
+    the transaction, after its write lock is held)."""
+    if pinned is None and kind(bind) == "sqlite":
+        return clock.now()
+    return pinned
+
+
+def current_time(conn: Connection, pinned: datetime | None) -> datetime:
+    """The time by the clock that judges leases (``bound_now``), read at this point of
+    ``conn``'s transaction: one round trip on PostgreSQL and MariaDB."""
+    now = bound_now(pinned, conn)
+    if now is not None:
+        return now
+    return conn.execute(select(database_now())).scalar_one()
+
+
+class _plus_seconds(FunctionElement[datetime]):  # noqa: N801 - an SQL expression
+    type = UTCDateTime()
+    name = "plus_seconds"
+    inherit_cache = True
+
+
+@compiles(_plus_seconds, "postgresql")
+def _postgresql_plus(element: _plus_seconds, compiler: SQLCompiler, **kw: Any) -> str:
+    at, seconds = element.clauses
+    return (
+        f"({compiler.process(at, **kw)} + make_interval(secs => {compiler.process(seconds, **kw)}))"
+    )
+
+
+def plus_seconds(
+    at: ColumnElement[datetime], seconds: ColumnElement[Any]
+) -> ColumnElement[datetime]:
+    """``at`` plus a number of seconds, in SQL (PostgreSQL: the one-statement fresh claim)."""
+    return _plus_seconds(at, seconds)

@@ -100,6 +100,8 @@ def group_of(field: str, payload: dict[str, Any], default: Any, given: Any) -> s
     if given is not None:
         if not isinstance(given, str) or not 0 < len(given) <= GROUP_WIDTH:
             raise UsageError(f"group must be a string of 1 to {GROUP_WIDTH} characters")
+        if not is_text(given):
+            raise UsageError(f"group {given!r} is not valid Unicode text")
         return given
     value = payload.get(field, default)
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -108,4 +110,16 @@ def group_of(field: str, payload: dict[str, Any], default: Any, given: Any) -> s
     group = f"{field}={value}"
     if len(group) > GROUP_WIDTH:
         raise PayloadError(f"concurrency key {group[:40]!r}... is longer than {GROUP_WIDTH}")
+    if not is_text(group):
+        raise PayloadError(f"concurrency key {group!r} is not valid Unicode text")
     return group
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be stored: no lone surrogate, such as the ones Python makes of
+    bytes that are not UTF-8 in a command's arguments (the drivers fail on them mid-insert)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

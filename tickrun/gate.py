@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.elements import ColumnElement
 
 from tickrun import dialects
 from tickrun.flow import Limit, group_scope, queue_scope, task_scope
@@ -45,7 +45,7 @@ def blocking(t: Any) -> ColumnElement[bool]:
     return or_(t.c.status.in_(UNFINISHED), and_(t.c.status == DEAD, t.c.group_order == "block"))
 
 
-def group_filter(now: BindParameter[datetime]) -> ColumnElement[bool]:
+def group_filter(now: ColumnElement[datetime]) -> ColumnElement[bool]:
     """Due rows whose group (if any) could take them now, as a WHERE clause of the claim."""
     t = tasks
     earlier = tasks.alias("earlier")
@@ -73,17 +73,33 @@ def group_filter(now: BindParameter[datetime]) -> ColumnElement[bool]:
 
 def register(conn: Connection, defined: Sequence[Limit], now: datetime) -> None:
     """Write the application's limits to ``tickrun_limits`` (what ``stats`` shows, and the
-    rows claims lock)."""
-    for limit in defined:
-        values = {
+    rows claims lock).
+
+    Only rows that are missing or changed are written, in scope order: the order claims lock
+    them in (``_lock``). Written in the order the app defines them, a run starting beside a
+    claim locked two rows the other way round and one of them died of a deadlock.
+    """
+    wanted = {limit.scope: limit for limit in defined}
+    if not wanted:
+        return
+    stmt = select(limits).where(limits.c.scope.in_(sorted(wanted)))
+    stored = {row.scope: row for row in conn.execute(stmt)}
+    for scope in sorted(wanted):
+        limit = wanted[scope]
+        values: dict[str, Any] = {
             "rate_count": limit.rate.count if limit.rate else None,
             "rate_period": limit.rate.period if limit.rate else None,
             "concurrency": limit.concurrency,
-            "updated_at": now,
         }
-        if dialects.insert_unless_exists(conn, limits, {"scope": limit.scope, **values}, "scope"):
+        row = stored.get(scope)
+        if row is not None and all(getattr(row, k) == v for k, v in values.items()):
+            continue  # as registered: no write, no lock
+        values["updated_at"] = now
+        if row is None and dialects.insert_unless_exists(
+            conn, limits, {"scope": scope, **values}, "scope"
+        ):
             continue
-        conn.execute(update(limits).where(limits.c.scope == limit.scope).values(values))
+        conn.execute(update(limits).where(limits.c.scope == scope).values(values))
 
 
 def _lock(conn: Connection, scopes: Iterable[str], now: datetime) -> None:
@@ -110,10 +126,10 @@ def _lock(conn: Connection, scopes: Iterable[str], now: datetime) -> None:
 @dataclass
 class Gate:
     """What one claim may still take: budgets per scope, the groups' state, and the rate
-    starts to log."""
+    starts to log at ``now``, the claim's time (set once the claim has read it)."""
 
-    now: datetime
     defined: dict[str, Limit]
+    now: datetime = datetime.min
     budget: dict[str, int] = field(default_factory=dict)
     window: dict[str, list[datetime]] = field(default_factory=dict)  # starts in the window
     excluded_names: set[str] = field(default_factory=set)
@@ -145,9 +161,7 @@ class Gate:
         return [s for s in found if s is not None]
 
 
-def plan_gate(
-    defined: Sequence[Limit], names: Sequence[str], queues: Sequence[str], now: datetime
-) -> Gate:
+def plan_gate(defined: Sequence[Limit], names: Sequence[str], queues: Sequence[str]) -> Gate:
     """The task and queue limits this claim could touch, not yet measured (no query)."""
     relevant = {
         limit.scope: limit
@@ -155,7 +169,7 @@ def plan_gate(
         if limit.scope in {task_scope(n) for n in names}
         or (limit.scope.startswith("queue:") and (not queues or limit.scope[6:] in queues))
     }
-    return Gate(now, relevant)
+    return Gate(relevant)
 
 
 def touches(gate: Gate, rows: Sequence[Any]) -> bool:
@@ -176,14 +190,18 @@ def _column(rows: Sequence[Any], name: str) -> Callable[[Any], Any]:
     return itemgetter(rows[0]._fields.index(name))
 
 
-def measure(conn: Connection, gate: Gate) -> None:
-    """Lock the claim's task and queue limits and measure what room they leave.
+def measure(conn: Connection, gate: Gate, pinned: datetime | None) -> datetime:
+    """Lock the claim's task and queue limits and measure what room they leave; the claim's
+    time, read once the locks are held (``pinned``: see dialects.bound_now).
 
     Only a claim whose candidates include a limited task pays for it: claims of unlimited
     tasks beside limited ones run no statement more than without limits.
     """
-    relevant, now = gate.defined, gate.now
-    _lock(conn, relevant, now)
+    relevant = gate.defined
+    _lock(conn, relevant, gate.now)
+    # A time read before a wait for the locks would log this claim's starts too early: a
+    # claim after it would count them out of its window while the handlers start only now.
+    now = gate.now = dialects.current_time(conn, pinned)
     t = tasks
     counted = {}
     concurrent = [s for s, lim in relevant.items() if lim.concurrency is not None]
@@ -199,7 +217,7 @@ def measure(conn: Connection, gate: Gate) -> None:
                 counted.update({prefix + v: n for v, n in conn.execute(stmt)})
     rated = {s: lim.rate for s, lim in relevant.items() if lim.rate is not None}
     if rated:
-        gate.now = _rate_clock(conn, rated, now)
+        gate.now = _rate_clock(conn, rated, gate.now)
     for scope, limit in relevant.items():
         room = []
         if limit.concurrency is not None:
@@ -220,14 +238,16 @@ def measure(conn: Connection, gate: Gate) -> None:
             (gate.excluded_names if scope.startswith("task:") else gate.excluded_queues).add(
                 scope.split(":", 1)[1]
             )
+    return gate.now
 
 
 def _rate_clock(conn: Connection, rated: dict[str, Any], now: datetime) -> datetime:
     """The time this claim's starts are logged at: ``now``, or the latest start already logged
     in these scopes if that is later; and the log trimmed to what no claim can need.
 
-    A run reads its clock before it waits for the locks, so a claim can come after another
-    whose time is later. Logging starts in order keeps the window exact: each claim counts
+    ``now`` is read after the locks, so it is normally the latest; a clock that steps back
+    (or a pinned time) must not log starts out of order. Logging starts in order keeps the
+    window exact: each claim counts
     every start within one period before its own time, and no claim's time is ever earlier
     than a start already logged, so trimming what is a period older than the latest start
     removes nothing a later claim counts.

@@ -16,8 +16,13 @@ never later than the expiry the database holds):
   started from Python (``tickrun.runner.run(app)``) never ends its caller's process; it raises
   ``DatabaseError`` once the database answers or fails.
 
-``margin`` is a fifth of the lease, at most 5 s. The guarantee holds while the hosts' clocks
-agree within ``margin / 2`` (every lease is timed by the clock of the host that takes it).
+``margin`` is a fifth of the lease, at most 5 s. Hosts' clocks do not enter into it: the
+guard times a lease by this host's monotonic clock from before the claim was sent, and the
+database writes and judges the lease by its own clock (tickrun.clock), so the guard's
+deadline always comes before the expiry any other host acts on. (SQLite is one host.)
+
+A renewal that finds a claim taken over (another run claimed the task after its lease had
+expired: this run was paused, or starved of CPU) tells the handler at once the same way.
 """
 
 from __future__ import annotations
@@ -74,6 +79,15 @@ class LeaseGuard:
             for task_id in task_ids:
                 if task_id in self._held and task_id not in self._lost:
                     self._held[task_id] = (self._held[task_id][0], since)
+
+    def taken_over(self, task_ids: Iterable[int]) -> None:
+        """A renewal found these claims taken by another run: their handlers are told at once
+        (``ctx.lease_lost``, child processes stopped), and they are no longer timed: the
+        database answers, so nothing here calls for leaving the process."""
+        with self._lock:
+            for task_id in task_ids:
+                self._held.pop(task_id, None)
+                self._lost.add(task_id)
 
     def release(self, task_ids: Iterable[int]) -> None:
         """The tasks' outcomes are recorded (or they were given back): nothing left to guard."""

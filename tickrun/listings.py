@@ -173,6 +173,13 @@ def failures(
     return rows
 
 
+def has_tasks(engine: Engine, name: str) -> bool:
+    """Whether any task of this name is stored (a name the application no longer registers
+    may still have rows to list or purge). Asked only for such names: it reads the table."""
+    with engine.connect() as conn:
+        return conn.execute(select(_T.c.id).where(_T.c.name == name).limit(1)).first() is not None
+
+
 def dead_select() -> Select[Any]:
     """The columns of a dead-letter row (DLQ_FIELDS), as ``dlq`` lists them."""
     return select(
@@ -269,7 +276,10 @@ def show(engine: Engine, task_id: int) -> TaskDetail:
     with contextlib.suppress(ValueError):
         fields["payload"] = json.loads(fields["payload"])
     for h in history:
-        h["duration_s"] = _seconds(h["started_at"], h["finished_at"])
+        # A lost attempt ended when its run died, unseen; its finished_at is when a later claim
+        # noticed the expired lease, so the difference is no run time: unknown.
+        lost = h["outcome"] == Outcome.LOST
+        h["duration_s"] = None if lost else _seconds(h["started_at"], h["finished_at"])
     failed = [h for h in history if h["outcome"] in FAILING]
     last = failed[-1] if failed else None
     if last is None and fields["last_error"]:

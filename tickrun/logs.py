@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -60,13 +61,31 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup(fmt: str = "text") -> None:
-    """Log WARNING and above to stderr in ``fmt``, unless the application configured logging
-    itself (as :func:`logging.basicConfig` does); in ``json``, run summaries (INFO) too."""
+LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LEVEL = "info"
+# The level of a run's child processes (tasks with a timeout) comes from here: they inherit
+# the environment the run sets before starting them (see setup's caller in the CLI).
+LEVEL_ENV = "TICKRUN_LOG_LEVEL"
+
+
+def setup(fmt: str = "text", level: str | None = None) -> None:
+    """Log to stderr in ``fmt``: tickrun's records and the handlers' ``ctx.logger`` lines
+    (``tickrun.*``) from ``level`` up (default: $TICKRUN_LOG_LEVEL, else ``info``), other
+    libraries' from WARNING. The handler is installed unless the application configured
+    logging itself (as :func:`logging.basicConfig` does).
+
+    In ``text``, a run's summary record (INFO) is left out: the summary is printed on stdout.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {FORMATS}")
+    level = (level or os.environ.get(LEVEL_ENV) or DEFAULT_LEVEL).lower()
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {LEVELS}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # The root stays at WARNING: below it SQLAlchemy would log every statement.
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    if fmt == "json":
-        logging.getLogger("tickrun.run").setLevel(logging.INFO)
+    threshold = logging.getLevelName(level.upper())
+    logging.getLogger("tickrun").setLevel(threshold)
+    summaries = threshold if fmt == "json" else max(threshold, logging.WARNING)
+    logging.getLogger("tickrun.run").setLevel(summaries)

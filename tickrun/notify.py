@@ -2,22 +2,27 @@
 (the alert as JSON on stdin), and Healthchecks-style pings.
 
 The standard library's ``urllib`` is enough here: one POST with a timeout and a few headers,
-no sessions or retries (the outbox retries). Every URL printed goes through :func:`mask_url`:
+no sessions or retries (the outbox retries). Credentials in a URL (``user:password@host``)
+are sent as HTTP Basic authentication. Every URL printed goes through :func:`mask_url`:
 webhook and ping URLs carry their secret in the path (Slack's ``/services/T/B/secret``,
-Healthchecks' UUID), so only the scheme and host are shown.
+Healthchecks' UUID), so only the scheme and host are shown; a URL that is not valid is shown
+as typed but for its password, so the mistake can be seen.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tickrun.config import resolve_setting
 from tickrun.errors import ConfigError, UsageError
@@ -46,6 +51,16 @@ def mask_url(url: str) -> str:
     return f"{parts.scheme}://{user}{host}{hidden}"
 
 
+def password_masked(url: str) -> str:
+    """``url`` as typed but for the password of its ``user:password@`` part (wherever it is:
+    the URL may be malformed), for the message about a URL that is not valid: the user must
+    see what is wrong with it."""
+    return _USERINFO.sub(r"\1:***@", url, count=1)
+
+
+_USERINFO = re.compile(r"([^/:@?#\s]+):([^/@?#\s]*)@")
+
+
 def check_url(url: str, what: str) -> str:
     """``url`` if it is an absolute http(s) URL with a host; a UsageError naming ``what``."""
     try:
@@ -54,8 +69,23 @@ def check_url(url: str, what: str) -> str:
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid {what} {mask_url(url)!s}: use an http:// or https:// URL")
+        shown = password_masked(url)
+        raise UsageError(
+            f"invalid {what} {shown[:300]!r}: use an http:// or https:// URL with a host"
+        )
     return url
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its ``user:password@`` part, and the Basic ``Authorization`` header
+    that carries them instead (urllib would take ``user:password@host`` for the host name)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    host = parts.netloc.rpartition("@")[2]
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    token = base64.b64encode(pair.encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
 
 
 @dataclass(frozen=True)
@@ -91,69 +121,81 @@ class Targets:
 
 def resolve_targets(app_values: Mapping[str, Any], *, hook: bool = False) -> Targets:
     """Alert targets from ``TICKRUN_ALERT_*`` > ``[tool.tickrun] alert_*`` > ``App(alert_*=)``;
-    a ConfigError (one line, exit 2) for an invalid URL, format, command or timeout."""
+    a ConfigError (one line, exit 2) for an invalid URL, format, command or timeout, naming
+    where the value came from."""
 
-    def setting(name: str) -> Any:
+    def setting(name: str) -> tuple[Any, str]:
         found = resolve_setting(
             None, f"TICKRUN_{name.upper()}", name, allow=(str, int, float, list)
         )
-        return found.value if found else app_values.get(name)
+        if found is not None:
+            source = found.source.removeprefix("environment variable ")
+            return found.value, source if source != "pyproject.toml" else f"{name} in {source}"
+        return app_values.get(name), f"App({name}=...)"
 
-    webhook = setting("alert_webhook")
-    fmt = setting("alert_format") or "json"
-    command = setting("alert_command")
-    timeout = setting("alert_timeout")
-    try:
-        if webhook:
-            check_url(str(webhook), "alert webhook URL")
-    except UsageError as exc:
-        raise ConfigError(str(exc)) from None
+    webhook, webhook_from = setting("alert_webhook")
+    fmt, fmt_from = setting("alert_format")
+    command, command_from = setting("alert_command")
+    timeout, timeout_from = setting("alert_timeout")
+    if webhook:
+        try:
+            check_url(str(webhook), f"alert webhook URL ({webhook_from})")
+        except UsageError as exc:
+            raise ConfigError(str(exc)) from None
+    fmt = fmt or "json"
     if fmt not in WEBHOOK_FORMATS:
-        raise ConfigError(f"invalid alert format {fmt!r}: use one of {', '.join(WEBHOOK_FORMATS)}")
-    argv = _command(command) if command else None
+        raise ConfigError(
+            f"invalid alert format {fmt!r} ({fmt_from}): use one of {', '.join(WEBHOOK_FORMATS)}"
+        )
+    argv = _command(command, command_from) if command else None
     return Targets(
         webhook=str(webhook) if webhook else None,
         format=str(fmt),
         command=argv,
-        timeout=_timeout(timeout),
+        timeout=_timeout(timeout, timeout_from),
         hook=hook,
     )
 
 
-def _command(value: Any) -> tuple[str, ...]:
+def _command(value: Any, source: str) -> tuple[str, ...]:
     if isinstance(value, str):
         try:
             argv = shlex.split(value)
         except ValueError as exc:
-            raise ConfigError(f"invalid alert command: {exc}") from None
+            raise ConfigError(f"invalid alert command ({source}): {exc}") from None
     elif isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
         argv = list(value)
     else:
-        raise ConfigError("alert command must be a string or a list of strings")
+        raise ConfigError(f"alert command ({source}) must be a string or a list of strings")
     if not argv:
-        raise ConfigError("alert command is empty")
+        raise ConfigError(f"alert command ({source}) is empty")
     # Checked at start, so a typo is a one-line error now rather than failed deliveries later.
     if shutil.which(argv[0]) is None:
-        raise ConfigError(f"alert command {argv[0]!r} not found (or not executable)")
+        raise ConfigError(f"alert command {argv[0]!r} ({source}) not found (or not executable)")
     return tuple(argv)
 
 
-def _timeout(value: Any) -> float:
+MAX_TIMEOUT = 300.0
+
+
+def _timeout(value: Any, source: str) -> float:
     if value is None or value == "":
         return DEFAULT_TIMEOUT
-    if isinstance(value, bool):
-        raise ConfigError(f"invalid alert timeout {value!r}")
-    if isinstance(value, int | float):
+    seconds = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
-    else:
+    elif isinstance(value, str):
         from tickrun.durations import parse_duration
 
         try:
-            seconds = parse_duration(str(value))
+            seconds = parse_duration(value)
         except UsageError as exc:
-            raise ConfigError(f"invalid alert timeout: {exc}") from None
-    if not 0 < seconds <= 300:
-        raise ConfigError(f"invalid alert timeout {value!r}: between 0 and 300 seconds")
+            raise ConfigError(f"invalid alert timeout ({source}): {exc}") from None
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ConfigError(
+            f"invalid alert timeout {value!r} ({source}): it must be longer than 0s and at "
+            f"most {MAX_TIMEOUT:g}s (5m)"
+        )
     return seconds
 
 
@@ -236,11 +278,17 @@ def post(
     import urllib.error
     import urllib.request
 
+    target, auth = split_credentials(url)
     request = urllib.request.Request(
-        url,
+        target,
         data=body,
         method="POST",
-        headers={"Content-Type": content_type, "User-Agent": "tickrun", **(headers or {})},
+        headers={
+            "Content-Type": content_type,
+            "User-Agent": "tickrun",
+            **auth,
+            **(headers or {}),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

@@ -25,13 +25,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, width: int | None) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     text = " ".join(str(value).split())
-    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+    if width is None or len(text) <= CELL_WIDTH:
+        return text
+    return text[: CELL_WIDTH - 1] + "…"
 
 
 def render(
@@ -40,10 +42,12 @@ def render(
     fmt: str,
     empty: str = "(none)",
     columns: Sequence[Column] | None = None,
+    width: int | None = TABLE_WIDTH,
 ) -> str:
-    """A listing in ``fmt``: tables shorten long cells, JSON and CSV keep the full text.
+    """A listing in ``fmt``: JSON and CSV keep the full text; a table is fitted to ``width``
+    columns (None: nothing is shortened, as for output that is not a terminal).
 
-    With ``columns``, the table shows those (fitted to 80 columns) instead of ``fields``.
+    With ``columns``, the table shows those instead of ``fields``.
     """
     if fmt == "json":
         return json.dumps([{f: _plain(r.get(f)) for f in fields} for r in rows], indent=2)
@@ -55,27 +59,28 @@ def render(
             writer.writerow(["" if r.get(f) is None else _plain(r.get(f)) for f in fields])
         return buf.getvalue().rstrip("\n")
     if columns is not None:
-        return fitted_table(rows, columns, empty=empty)
+        return fitted_table(rows, columns, width=width, empty=empty)
     if not rows:
         return empty
     from tabulate import tabulate
 
     return tabulate(
-        [[_cell(r.get(f)) for f in fields] for r in rows],
+        [[_cell(r.get(f), width) for f in fields] for r in rows],
         headers=list(fields),
         disable_numparse=True,
     )
 
 
-def render_one(obj: Mapping[str, Any], fmt: str) -> str:
-    """One object (``enqueue``, ``show``): JSON as an object, otherwise field / value lines."""
+def render_one(obj: Mapping[str, Any], fmt: str, width: int | None = TABLE_WIDTH) -> str:
+    """One object (``enqueue``, ``show``): JSON as an object, otherwise field / value lines
+    (long values shortened unless ``width`` is None)."""
     if fmt == "json":
         return json.dumps({k: _plain(v) for k, v in obj.items()}, indent=2)
     if fmt == "csv":
         return render([obj], list(obj), "csv")
     from tabulate import tabulate
 
-    return tabulate([[k, _cell(v)] for k, v in obj.items()], tablefmt="plain")
+    return tabulate([[k, _cell(v, width)] for k, v in obj.items()], tablefmt="plain")
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,11 @@ def short_time(value: datetime) -> str:
 def fitted_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[Column],
-    width: int = TABLE_WIDTH,
+    width: int | None = TABLE_WIDTH,
     empty: str = "(none)",
 ) -> str:
-    """A tabulate table no wider than ``width``: the widest shrinkable column gives way first."""
+    """A tabulate table no wider than ``width``: the widest shrinkable column gives way first
+    (None: as wide as its cells)."""
     if not rows:
         return empty
     from tabulate import tabulate
@@ -127,7 +133,7 @@ def fitted_table(
         max(c.shrink, len(h)) if c.shrink is not None else w
         for c, h, w in zip(columns, headers, widths, strict=True)
     ]
-    excess = sum(widths) + 2 * (len(columns) - 1) - width
+    excess = 0 if width is None else sum(widths) + 2 * (len(columns) - 1) - width
     while excess > 0:
         room = [i for i, w in enumerate(widths) if w > limits[i]]
         if not room:

@@ -62,6 +62,14 @@ MAX_DELAY = 100 * 365 * 86400.0  # far enough to mean "not soon", near enough fo
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How one run (or worker) claims and runs tasks: the flags of ``tickrun run``.
+
+    ``queues`` (empty: every queue), ``max_tasks``, ``max_time`` (seconds), ``concurrency``,
+    ``worker`` (the name on attempts and runs; default ``host:pid``), ``fail_on`` (``dead``,
+    ``failure`` or ``never``), ``grace`` (seconds in-flight handlers may finish after SIGTERM
+    or SIGINT), ``log_format``; the rest tune batching and alert delivery.
+    """
+
     queues: tuple[str, ...] = ()
     max_tasks: int | None = None
     max_time: float | None = None
@@ -84,6 +92,8 @@ class RunOptions:
 
 @dataclass
 class RunSummary:
+    """What a run did: the counts of its summary line and its ``exit_code``."""
+
     run_id: int = 0
     worker: str = ""
     claimed: int = 0
@@ -144,11 +154,14 @@ class Runner:
         # Tasks under a task or queue limit are claimed only for idle workers (never ahead), so
         # a claim's time is the handler's start and a slot is never hoarded in a local queue.
         self._flow = bool(self.limits)
-        self._wake_at: datetime | None = None  # when a full rate window next admits a start
+        # When a full rate window next admits a start (monotonic): the database's clock says
+        # how long after the claim, and this host's clock need not agree with it.
+        self._wake_at: float | None = None
         self.summary = RunSummary(worker=self.worker)
         self._jobs: queue.Queue[store.Claimed | None] = queue.Queue()
         self._results: queue.Queue[store.Ended] = queue.Queue()
         self._held: dict[int, store.Claimed] = {}
+        self._taken_over: set[int] = set()  # held tasks another run claimed again
         self._signals = 0
         self._children: ChildPool | None = None
         self._guard = LeaseGuard(exit_process=options.exit_on_lease_loss)
@@ -324,13 +337,38 @@ class Runner:
                 pending.clear()
                 exhausted = False
             if time.monotonic() >= next_beat and self._held:
-                since = time.monotonic()
-                store.renew(self.engine, self._held.values(), self.leases, clock.now())
-                self._guard.renewed(self._held, since)
+                self._renew()
                 next_beat = time.monotonic() + self._beat_interval()
             if grace_end is not None and time.monotonic() >= grace_end and self._held:
                 self._interrupt_in_flight()
                 break
+
+    def _renew(self) -> None:
+        """Renew the leases of the tasks held; give up those another run claimed again."""
+        since = time.monotonic()
+        mine = [c for c in self._held.values() if c.id not in self._taken_over]
+        taken = store.renew(self.engine, mine, self.leases, clock.pinned())
+        self._guard.renewed(self._held, since)
+        if not taken:
+            return
+        self._taken_over |= taken
+        self._guard.taken_over(taken)
+        for task_id in sorted(taken):
+            task = self._held[task_id]
+            events.error(
+                "task %d %s: lease lost: another run claimed it again after its lease expired "
+                "(this run was paused or its renewals came late); the handler is told "
+                "(ctx.lease_lost) and its outcome will not be recorded",
+                task.id,
+                task.name,
+                extra={
+                    "event": "lease_lost",
+                    "task_id": task.id,
+                    "task": task.name,
+                    "attempt": task.attempt,
+                    "worker": self.worker,
+                },
+            )
 
     def _rate_wait(self, began: float) -> float | None:
         """Seconds until a full rate window admits the due tasks it holds back, while the run
@@ -340,7 +378,7 @@ class Runner:
             return None
         budget = self.options.max_time if self.options.max_time is not None else RATE_WAIT
         left = budget - (time.monotonic() - began)
-        until = (self._wake_at - clock.now()).total_seconds()
+        until = self._wake_at - time.monotonic()
         if until > left:
             return None
         if until <= 0:
@@ -380,10 +418,11 @@ class Runner:
             limit=want,
             worker=self.worker,
             leases=self.leases,
-            now=clock.now(),
+            now=clock.pinned(),
             limits=self.limits,
         )
-        self._wake_at = batch.wake_at
+        wake_in = batch.wake_in()
+        self._wake_at = None if wake_in is None else since + wake_in
         self.summary.claimed += len(batch.tasks)
         self.summary.lost += batch.lost
         self.summary.dead += batch.dead
@@ -456,6 +495,10 @@ class Runner:
                 return
             if self._guard.cut_off.is_set():
                 continue  # a host cut off from the database starts nothing more
+            if self._guard.is_lost(task.id):  # taken over before it started: give it up
+                lost = Result("error", error="lease lost before the handler started")
+                self._results.put(self._outcome(task, lost, None))
+                continue
             spec = self.app.tasks[task.name]
             # Only handlers in this process can share a transaction with the run's commit.
             tx = OutcomeTransaction(self.engine) if spec.timeout is None else None
@@ -606,6 +649,7 @@ class Runner:
                 mean = self._mean_duration
                 self._mean_duration = took if mean is None else 0.8 * mean + 0.2 * took
             self._held.pop(o.task.id, None)
+            self._taken_over.discard(o.task.id)
             if o.task.id not in written:
                 self.summary.stale += 1
                 log.warning(

@@ -137,18 +137,21 @@ def schedule_rows(app: App, engine: Engine, now: datetime) -> list[dict[str, Any
     rows = []
     for spec in app.schedules.values():
         row = stored.get(spec.name)
-        # An occurrence after the stored mark and at or before now is due at the next run.
+        # The first occurrence after the stored mark: in the past when no run handled it yet,
+        # then the next run (or worker pass) enqueues it (or, by catchup, a later one).
         after = row.last_fire_at if row is not None else now
+        next_run_at = cron.next_fire(spec.cron, spec.tz, after)
         rows.append(
             {
                 "name": spec.name,
                 "task": spec.task,
                 "cron": spec.cron,
                 "tz": spec.tz,
-                "next_run_at": cron.next_fire(spec.cron, spec.tz, after),
+                "next_run_at": next_run_at,
                 "last_enqueued_at": row.last_enqueued_at if row is not None else None,
                 "missed": row.missed if row is not None else 0,
                 "skipped": row.skipped if row is not None else 0,
+                "overdue": next_run_at <= now,
             }
         )
     return rows

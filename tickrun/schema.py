@@ -28,7 +28,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-# 2: SQLite tables whose ids users see (tasks, runs) are AUTOINCREMENT, so ids are never reused.
+# 2: SQLite tables whose ids users see (tasks, runs) are AUTOINCREMENT, so committed ids are
+#    never reused (a rolled-back insert's id is: SQLite's counter rolls back with it).
 # 3: columns and tables for flow control, alerts and results (added in place by `tickrun init`).
 # 4: runs have a heartbeat (long-running workers); PostgreSQL notifies workers of new tasks.
 SCHEMA_VERSION = 4

@@ -10,6 +10,7 @@ import inspect
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,8 +18,9 @@ from typing import Any
 
 from tickrun import clock
 from tickrun.backoff import BackoffFn, BackoffSpec, as_backoff, exponential
+from tickrun.durations import FORMS, Duration, as_seconds
 from tickrun.errors import ConfigError, PayloadError, ScheduleError, UsageError
-from tickrun.flow import ON_DEAD, Rate, check_limit, group_of, parse_rate
+from tickrun.flow import ON_DEAD, Rate, check_limit, group_of, is_text, parse_rate
 from tickrun.lifecycle import Status
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
@@ -101,8 +103,8 @@ def task_spec(
     name: str,
     max_attempts: int,
     backoff: BackoffSpec | None,
-    timeout: float | None,
-    lease: float,
+    timeout: Duration | None,
+    lease: Duration,
     queue: str,
     priority: int,
     context: bool,
@@ -125,10 +127,9 @@ def task_spec(
             f"max_attempts must be an integer from 1 to {_INT32_MAX}, not {max_attempts!r}"
         )
     # Non-finite values would overflow the lease expiry or the child's wait mid-run.
-    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
-        problems.append(f"timeout must be a number of seconds > 0, not {timeout!r}")
-    if not (isinstance(lease, int | float) and 1 <= lease < math.inf):
-        problems.append(f"lease must be a number of seconds >= 1, not {lease!r}")
+    if timeout is not None:
+        timeout = _seconds(timeout, "timeout", "> 0", problems, lambda s: 0 < s < math.inf)
+    lease = _seconds(lease, "lease", ">= 1", problems, lambda s: 1 <= s < math.inf)
     if not _is_queue(queue):
         problems.append(f"queue must be 1-100 letters, digits or _ . : -, not {queue!r}")
     if not is_priority(priority):
@@ -152,7 +153,7 @@ def task_spec(
         max_attempts=max_attempts,
         backoff=backoff_fn,
         timeout=timeout,
-        lease=float(lease),
+        lease=lease,
         queue=queue,
         priority=priority,
         context=context,
@@ -163,6 +164,20 @@ def task_spec(
         ordered=ordered,
         on_dead=on_dead,
     )
+
+
+def _seconds(
+    value: Any, what: str, bound: str, problems: list[str], ok: Callable[[float], bool]
+) -> float:
+    """A task option that is a duration (seconds, or a string like ``"30s"``), in seconds; a
+    problem naming the option and its bound when it is not one or is out of bounds."""
+    try:
+        seconds = as_seconds(value, what)
+    except UsageError:
+        seconds = math.nan
+    if not ok(seconds):
+        problems.append(f"{what} must be a duration {bound} ({FORMS}, or seconds), not {value!r}")
+    return seconds
 
 
 def _check_key(
@@ -245,13 +260,70 @@ def encode_payload(spec: TaskSpec, payload: Mapping[str, Any] | None) -> str:
     """The payload as stored: a JSON object that fits the handler, else PayloadError."""
     payload = {} if payload is None else payload
     if not isinstance(payload, Mapping):
-        raise PayloadError(f"payload must be a JSON object, not {_json_kind(payload)}")
+        raise PayloadError(f"payload must be a JSON object, not {json_kind(payload)}")
     try:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise PayloadError(TOO_DEEP) from None
     except (TypeError, ValueError) as exc:
-        raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
+        raise PayloadError(f"payload is not JSON-serialisable: {_one_line(exc)}") from None
+    # Deeper nesting takes more than two characters a level, and more brackets than levels:
+    # the enqueues of short payloads check one length, and only a payload with that many
+    # brackets walks its nesting.
+    if (
+        len(text) > 2 * MAX_DEPTH
+        and text.count("[") + text.count("{") > MAX_DEPTH
+        and _deeper_than(payload, MAX_DEPTH)
+    ):
+        raise PayloadError(TOO_DEEP)
     spec.bind(payload)
     return text
+
+
+# Deep enough for any real payload, far from where json and a run's stack give up (about
+# 1,000 levels, fewer in a handler's thread): what is stored can always be decoded again.
+MAX_DEPTH = 100
+TOO_DEEP = f"payload is nested more than {MAX_DEPTH} levels deep"
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels in ``value`` (no recursion:
+    the point is values too deep for it)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def decode_payload(text: str) -> dict[str, Any]:
+    """A payload as a user writes it (``tickrun enqueue --payload``): a JSON object, else
+    PayloadError, one line, whatever the text holds."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise PayloadError(TOO_DEEP) from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON payload: {_one_line(exc)}") from None
+    except ValueError:  # the only other: an integer longer than Python converts
+        raise PayloadError(
+            f"invalid JSON payload: an integer has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    if not isinstance(value, dict):
+        raise PayloadError(f"payload must be a JSON object, not {json_kind(value)}")
+    return value
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def task_row(
@@ -259,7 +331,7 @@ def task_row(
     payload: Mapping[str, Any] | None,
     *,
     key: str | None = None,
-    delay: float | timedelta | None = None,
+    delay: Duration | None = None,
     run_at: datetime | None = None,
     queue: str | None = None,
     priority: int | None = None,
@@ -270,8 +342,11 @@ def task_row(
 ) -> dict[str, Any]:
     """The checked row for a new task; raises before anything touches the database."""
     text = encode_payload(spec, payload)
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
-        raise UsageError("key must be a string of 1 to 255 characters")
+    if key is not None:
+        if not isinstance(key, str) or not 0 < len(key) <= 255:
+            raise UsageError("key must be a string of 1 to 255 characters")
+        if not is_text(key):
+            raise UsageError(f"key {key!r} is not valid Unicode text")
     if priority is not None and not is_priority(priority):
         raise UsageError(f"priority must be a 32-bit integer, not {priority!r}")
     if queue is not None and not _is_queue(queue):
@@ -311,7 +386,7 @@ def is_priority(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
 
 
-def _when(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:
+def _when(now: datetime, delay: Duration | None, run_at: datetime | None) -> datetime:
     if delay is not None and run_at is not None:
         raise UsageError("give delay or run_at, not both")
     if run_at is not None:
@@ -320,17 +395,25 @@ def _when(now: datetime, delay: float | timedelta | None, run_at: datetime | Non
         return clock.as_utc(run_at)
     if delay is None:
         return now
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if not isinstance(seconds, int | float) or seconds < 0 or not math.isfinite(seconds):
-        raise UsageError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    try:
+        seconds = as_seconds(delay, "delay")
+    except UsageError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise UsageError(f"delay must be a duration >= 0 ({FORMS}, or seconds), not {delay!r}")
     return now + timedelta(seconds=seconds)
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a value that should have been an object is, in JSON's words: ``an array``,
+    ``a string``, ``null``, ``true``, ``5``."""
     if isinstance(value, list | tuple):
         return "an array"
     if isinstance(value, str):
         return "a string"
     if value is None or isinstance(value, bool | int | float):
-        return f"{json.dumps(value)}"
+        try:
+            return json.dumps(value)
+        except ValueError:  # an integer of more digits than int_max_str_digits
+            return "a number"
     return type(value).__name__

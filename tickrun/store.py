@@ -1,9 +1,11 @@
 """Dialect-neutral reads and state transitions of task rows.
 
-Every ``now`` is bound from Python (the clock seam), never the database's ``NOW()``. Every
-change to a claimed task is fenced by its ``claim_token``: rows are locked, their token is
-compared with the caller's, and only the caller's own claims are written, so a run whose lease
-was lost (and the task claimed again) cannot overwrite the newer claim's outcome.
+Leases are written and judged by the database's clock on PostgreSQL and MariaDB
+(``dialects.now_or``, tickrun.clock), so hosts whose clocks disagree cannot take each other's
+live claims; every other ``now`` is bound from Python (the clock seam). Every change to a
+claimed task is fenced by its ``claim_token``: rows are locked, their token is compared with
+the caller's, and only the caller's own claims are written, so a run whose lease was lost
+(and the task claimed again) cannot overwrite the newer claim's outcome.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Engine,
@@ -91,6 +93,13 @@ class ClaimBatch:
     seen: int = 0  # due rows the claim looked at: fewer than asked means none is left
     wake_at: datetime | None = None  # when a full rate window next lets a start in
     lost_attempts: tuple[Lost, ...] = ()
+    now: datetime | None = None  # the claim's time, by the clock that judges leases
+
+    def wake_in(self) -> float | None:
+        """Seconds from the claim until ``wake_at``: the database's clock, not this host's."""
+        if self.wake_at is None or self.now is None:
+            return None
+        return (self.wake_at - self.now).total_seconds()
 
     def exhausted(self, asked: int) -> bool:
         """Nothing more is claimable now: fewer rows were due than asked for, or every one
@@ -154,20 +163,22 @@ def left_running(status: Status, now: datetime, run_at: datetime | None = None) 
 
 
 # The claim SELECT's parameters: everything else in it is fixed per set of names and queues.
+# ``claim_now`` is bound with dialects.bound_now: None, so the claim's time is the database's.
 CLAIM_NOW = bindparam("claim_now", type_=tasks.c.claimable_at.type)
+CLAIM_TIME = dialects.now_or(CLAIM_NOW)
 CLAIM_LIMIT = bindparam("claim_limit", type_=Integer)
 
 
 # What a claim writes to the tasks it takes (built once, like the claim's SELECT).
-def _started(until: Any) -> dict[str, Any]:
-    """The claim's writes to a task it takes, leased until ``until``; bind ``start_token``,
-    ``start_worker`` and ``start_now``."""
+def _started(began: Any, until: Any) -> dict[str, Any]:
+    """The claim's writes to a task it takes at ``began``, leased until ``until``; bind
+    ``start_token`` and ``start_worker``."""
     return {
         "status": RUNNING,
         "attempts": tasks.c.attempts + 1,
         "claim_token": bindparam("start_token"),
         "worker": bindparam("start_worker"),
-        "started_at": bindparam("start_now", type_=tasks.c.started_at.type),
+        "started_at": began,
         "lease_until": until,
         "claimable_at": until,
     }
@@ -176,14 +187,20 @@ def _started(until: Any) -> dict[str, Any]:
 START = (
     update(tasks)
     .where(tasks.c.id.in_(bindparam("start_ids", expanding=True)))
-    .values(_started(bindparam("start_until", type_=tasks.c.lease_until.type)))
+    .values(
+        _started(
+            bindparam("start_now", type_=tasks.c.started_at.type),
+            bindparam("start_until", type_=tasks.c.lease_until.type),
+        )
+    )
 )
 
 
 @functools.cache
 def due_query(names: tuple[str, ...], queues: tuple[str, ...]) -> Select[Any]:
     """The SELECT of due rows of the given task names (and queues, if any), in claim order,
-    served by ``ix_tickrun_tasks_claim``; bind ``claim_now`` and ``claim_limit``.
+    served by ``ix_tickrun_tasks_claim``, each with the claim's time (``claim_time``: the
+    database's, read as the SELECT starts); bind ``claim_now`` and ``claim_limit``.
 
     Built once and kept: building it (the group filter's subqueries) and SQLAlchemy's cache
     key of a new statement cost 0.8 ms a claim, as much as the rest of a one-task claim on
@@ -206,8 +223,9 @@ def due_query(names: tuple[str, ...], queues: tuple[str, ...]) -> Select[Any]:
             t.c.group_key,
             t.c.group_limit,
             t.c.group_order,
+            CLAIM_TIME.label("claim_time"),
         )
-        .where(t.c.claimable_at <= CLAIM_NOW, t.c.name.in_(names), gate.group_filter(CLAIM_NOW))
+        .where(t.c.claimable_at <= CLAIM_TIME, t.c.name.in_(names), gate.group_filter(CLAIM_TIME))
         .order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id)
         .limit(CLAIM_LIMIT)
     )
@@ -241,12 +259,16 @@ def claim(
     limit: int,
     worker: str,
     leases: Mapping[str, float],
-    now: datetime,
+    now: datetime | None = None,
     limits: Sequence[Limit] = (),
     flow_cap: int | None = None,
     alerts: Sequence[str] = (),
 ) -> ClaimBatch:
     """Atomically claim up to ``limit`` due tasks, in claim order; counts the attempt now.
+
+    The claim's time is the database's (``now``: a time pinned instead, as frozen tests do),
+    read by the SELECT that finds the due rows, or after the limits' locks are held when a
+    limit is involved: what a rate window counts is the time the handlers start.
 
     A due ``running`` row is one whose lease expired: its lost attempt is recorded, and if it
     has no attempt left it becomes ``dead`` instead of running again, with an alert row per
@@ -258,17 +280,22 @@ def claim(
     token = uuid.uuid4().hex
     backend, names, queues = dialects.kind(engine), tuple(names), tuple(queues)
     with engine.begin() as conn:
-        flow = gate.plan_gate(limits, names, queues, now)
+        pinned = dialects.bound_now(now, conn)
+        flow = gate.plan_gate(limits, names, queues)
         dialects.before_claim(conn)
 
         def candidates() -> Sequence[Any]:
             stmt = claim_query(backend, names, queues, gate.excluded(flow, flow_cap))
-            return conn.execute(stmt, {CLAIM_NOW.key: now, CLAIM_LIMIT.key: limit}).all()
+            return conn.execute(stmt, {CLAIM_NOW.key: pinned, CLAIM_LIMIT.key: limit}).all()
 
         rows = candidates()
+        if not rows:
+            return ClaimBatch(tasks=[], lost=0, dead=0, now=pinned)
+        now = flow.now = rows[0].claim_time
         if gate.touches(flow, rows):
-            gate.measure(conn, flow)
-            now = flow.now  # later than asked when a rate window already holds a later start
+            # Later than the SELECT's: after the locks (and any wait for them), and no earlier
+            # than a start a rate window already holds.
+            now = gate.measure(conn, flow, pinned)
             if flow.excluded_names or flow.excluded_queues:
                 rows = candidates()  # full scopes left out: their held tasks fill no LIMIT
         expired = [r for r in rows if r.status == RUNNING]
@@ -338,6 +365,7 @@ def claim(
         seen=len(rows),
         wake_at=wake_at,
         lost_attempts=found,
+        now=now,
     )
 
 
@@ -354,8 +382,9 @@ def fresh_claim_query(
 ) -> Update:
     """One statement that claims the due pending tasks among the ids ``fresh_ids`` which
     nothing can hold back (no group; ``excluded``: the limited names and queues), returning
-    them; bind ``fresh_ids``, ``claim_now``, ``claim_limit``, the START values and
-    ``until_<i>`` (the lease end of ``names[i]``).
+    them; bind ``fresh_ids``, ``claim_now``, ``claim_limit``, ``start_token``,
+    ``start_worker`` and ``lease_<i>`` (the lease of ``names[i]``, seconds). The claim's time
+    and the leases' ends are the database's (``claim_now`` None), as in :func:`claim`.
 
     New tasks take the next ids of the table's sequence, so the ones a notification
     announces lie just past the newest id a worker saw (ids skipped by rolled-back or
@@ -370,7 +399,7 @@ def fresh_claim_query(
         dialects.any_of(t.c.id, "fresh_ids"),
         # Due and waiting (finished rows have no claimable_at), and in no group that limits
         # or orders it: conditions no index serves, so that only the primary key can.
-        t.c.claimable_at <= CLAIM_NOW,
+        t.c.claimable_at <= CLAIM_TIME,
         t.c.status != RUNNING,
         t.c.group_limit.is_(None),
         t.c.group_order.is_(None),
@@ -383,14 +412,12 @@ def fresh_claim_query(
     if left_out_queues:
         fresh = fresh.where(t.c.queue.not_in(left_out_queues))
     fresh = fresh.order_by(t.c.priority.desc(), t.c.claimable_at, t.c.id).limit(CLAIM_LIMIT)
-    until = case(
-        {name: bindparam(f"until_{i}", type_=t.c.lease_until.type) for i, name in enumerate(names)},
-        value=t.c.name,
-    )
+    lease = case({name: bindparam(f"lease_{i}") for i, name in enumerate(names)}, value=t.c.name)
+    until = dialects.plus_seconds(CLAIM_TIME, lease)
     return (
         update(t)
         .where(t.c.id.in_(dialects.for_claim(fresh, backend).scalar_subquery()))
-        .values(_started(until))
+        .values(_started(CLAIM_TIME, until))
         .returning(
             t.c.id,
             t.c.name,
@@ -403,6 +430,7 @@ def fresh_claim_query(
             t.c.scheduled_for,
             t.c.schedule,
             t.c.group_key,
+            t.c.started_at,
         )
     )
 
@@ -416,7 +444,7 @@ def claim_fresh(
     limit: int,
     worker: str,
     leases: Mapping[str, float],
-    now: datetime,
+    now: datetime | None = None,
     limits: Sequence[Limit] = (),
 ) -> ClaimBatch:
     """Claim up to ``limit`` tasks enqueued since the task ``after`` that no limit or group
@@ -427,7 +455,7 @@ def claim_fresh(
     is due is left to the :func:`claim` that follows it.
     """
     names, queues = tuple(names), tuple(queues)
-    flow = gate.plan_gate(limits, names, queues, now)
+    flow = gate.plan_gate(limits, names, queues)
     excluded = (tuple(sorted(flow.limited_names)), tuple(sorted(flow.limited_queues)))
     if set(names) <= set(excluded[0]):
         return ClaimBatch(tasks=[], lost=0, dead=0)
@@ -436,26 +464,28 @@ def claim_fresh(
         "fresh_ids": list(range(after + 1, after + 1 + FRESH_WINDOW)),
         "fresh_names": list(names),
         "fresh_queues": list(queues),
-        CLAIM_NOW.key: now,
+        CLAIM_NOW.key: dialects.bound_now(now, engine),
         CLAIM_LIMIT.key: limit,
         "start_token": token,
         "start_worker": worker,
-        "start_now": now,
     }
     for i, name in enumerate(names):
-        params[f"until_{i}"] = now + timedelta(seconds=leases[name])
+        params[f"lease_{i}"] = float(leases[name])
     stmt = fresh_claim_query(dialects.kind(engine), names, queues, excluded)
     with engine.connect() as conn:
         # The UPDATE is the whole transaction: its own commit, with no BEGIN or COMMIT sent.
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         rows = sorted(conn.execute(stmt, params).all(), key=lambda r: (-r.priority, r.id))
-    claimed = _claimed(rows, token, now, counted=True)
-    return ClaimBatch(tasks=claimed, lost=0, dead=0, seen=len(rows))
+    claimed = _claimed(rows, token, None, counted=True)
+    began = claimed[0].started_at if claimed else now
+    return ClaimBatch(tasks=claimed, lost=0, dead=0, seen=len(rows), now=began)
 
 
-def _claimed(rows: Iterable[Any], token: str, now: datetime, *, counted: bool) -> list[Claimed]:
-    """The tasks a claim took, from their rows as read before its UPDATE counted the attempt,
-    or (``counted``) as its UPDATE ... RETURNING gave them."""
+def _claimed(
+    rows: Iterable[Any], token: str, now: datetime | None, *, counted: bool
+) -> list[Claimed]:
+    """The tasks a claim took at ``now``, from their rows as read before its UPDATE counted
+    the attempt, or (``counted``) as its UPDATE ... RETURNING gave them, start time included."""
     bump = 0 if counted else 1
     return [
         Claimed(
@@ -470,7 +500,7 @@ def _claimed(rows: Iterable[Any], token: str, now: datetime, *, counted: bool) -
             schedule=r.schedule,
             group=r.group_key,
             token=token,
-            started_at=now,
+            started_at=r.started_at if now is None else now,
         )
         for r in rows
     ]
@@ -623,23 +653,37 @@ def _write_alerts(
 
 
 def renew(
-    engine: Engine, held: Iterable[Claimed], leases: Mapping[str, float], now: datetime
-) -> None:
-    """Push the leases of the tasks this run holds forward; a lost claim is left alone."""
-    groups: dict[tuple[str, float], list[int]] = defaultdict(list)
-    for c in held:
-        groups[(c.token, leases[c.name])].append(c.id)
-    if not groups:
-        return
+    engine: Engine,
+    held: Iterable[Claimed],
+    leases: Mapping[str, float],
+    now: datetime | None = None,
+) -> set[int]:
+    """Push the leases of the tasks this run holds forward from the database's clock (``now``:
+    a pinned time); returns the ids whose claim was taken over, which are left alone: another
+    run judged their lease expired and claimed them again."""
+    held = list(held)
+    if not held:
+        return set()
     t = tasks
     with engine.begin() as conn:
-        for (token, lease), ids in groups.items():
-            until = now + timedelta(seconds=lease)
+        stmt = select(t.c.id, t.c.claim_token, t.c.status, CLAIM_TIME.label("now")).where(
+            t.c.id.in_([c.id for c in held])
+        )
+        rows = conn.execute(
+            dialects.locked(stmt, conn), {CLAIM_NOW.key: dialects.bound_now(now, conn)}
+        ).all()
+        current = {r.id: (r.claim_token, r.status) for r in rows}
+        mine = [c for c in held if current.get(c.id) == (c.token, RUNNING)]
+        groups: dict[float, list[int]] = defaultdict(list)
+        for c in mine:
+            groups[leases[c.name]].append(c.id)
+        for lease, ids in groups.items():
+            until = rows[0].now + timedelta(seconds=lease)
+            # The rows are locked and checked above: no other claim can come between.
             conn.execute(
-                update(t)
-                .where(t.c.id.in_(ids), t.c.claim_token == token, t.c.status == RUNNING)
-                .values(lease_until=until, claimable_at=until)
+                update(t).where(t.c.id.in_(ids)).values(lease_until=until, claimable_at=until)
             )
+    return {c.id for c in held} - {c.id for c in mine}
 
 
 def release(engine: Engine, held: Iterable[Claimed], now: datetime) -> int:
@@ -735,22 +779,35 @@ def heartbeat(engine: Engine, run_id: int, *, now: datetime, **counts: int) -> N
         conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=now, **counts))
 
 
+class Upcoming(NamedTuple):
+    at: datetime | None  # when the earliest task becomes claimable (None: none will)
+    newest: int  # the highest task id given out yet (0 for none)
+    now: datetime  # the time ``at`` is to be compared with, by the clock that judges leases
+
+
 def next_claimable(
-    engine: Engine, *, names: list[str], queues: list[str], now: datetime
-) -> tuple[datetime | None, int]:
-    """When the earliest of these tasks becomes claimable after ``now`` (a delayed or retrying
-    task's time, a running one's lease expiry; None when there is none), and the highest task
-    id given out yet (0 for none): a later notification announces tasks above it
-    (claim_fresh).
+    engine: Engine, *, names: list[str], queues: list[str], now: datetime | None = None
+) -> Upcoming:
+    """When the earliest of these tasks becomes claimable after now (a delayed or retrying
+    task's time, a running one's lease expiry), and the highest task id given out yet: a
+    later notification announces tasks above it (claim_fresh). ``now`` is the database's
+    clock's, or the pinned ``now``.
 
     Tasks already due are left out: a claim just saw them, so a limit holds them (a busy key,
     a blocked ordered group), and waiting for them would be no wait at all."""
     t = tasks
-    stmt = select(func.min(t.c.claimable_at)).where(t.c.claimable_at > now, t.c.name.in_(names))
+    stmt = select(func.min(t.c.claimable_at)).where(
+        t.c.claimable_at > CLAIM_TIME, t.c.name.in_(names)
+    )
     if queues:
         stmt = stmt.where(t.c.queue.in_(queues))
     with engine.connect() as conn:
-        at, top = conn.execute(
-            select(stmt.scalar_subquery(), dialects.newest_id(t, dialects.kind(engine)))
+        at, top, current = conn.execute(
+            select(
+                stmt.scalar_subquery(),
+                dialects.newest_id(t, dialects.kind(engine)),
+                CLAIM_TIME,
+            ),
+            {CLAIM_NOW.key: dialects.bound_now(now, conn)},
         ).one()
-    return at, top or 0
+    return Upcoming(at, top or 0, current)

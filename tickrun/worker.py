@@ -46,6 +46,9 @@ SCHEDULES_EVERY = 1.0  # seconds between two looks at the schedules
 
 @dataclass(frozen=True)
 class WorkerOptions:
+    """What only a worker has beside :class:`~tickrun.runner.RunOptions`: ``poll``, the longest
+    idle wait in seconds (``--poll``), and the heartbeat's interval and callback."""
+
     poll: float = DEFAULT_POLL  # longest idle wait without a look at the database
     heartbeat: float = HEARTBEAT
     # Called at every heartbeat and once at exit (the CLI writes the --metrics-file there).
@@ -195,14 +198,17 @@ class Worker(Runner):
         """Until the earliest claimable task, bounded by the poll interval and the heartbeat."""
         opts = self.worker_options
         wait = min(opts.poll, max(0.0, self._next_beat - time.monotonic()))
-        now = clock.now()
-        at, self._newest_id = store.next_claimable(
-            self.engine, names=list(self.leases), queues=list(self.options.queues), now=now
+        upcoming = store.next_claimable(
+            self.engine,
+            names=list(self.leases),
+            queues=list(self.options.queues),
+            now=clock.pinned(),
         )
-        if at is not None:
-            wait = min(wait, (at - now).total_seconds())
+        self._newest_id = upcoming.newest
+        if upcoming.at is not None:
+            wait = min(wait, (upcoming.at - upcoming.now).total_seconds())
         if self._wake_at is not None:  # a rate window opens
-            wait = min(wait, max(0.0, (self._wake_at - clock.now()).total_seconds()))
+            wait = min(wait, max(0.0, self._wake_at - time.monotonic()))
         # Time spent claiming counts: a poll every `poll` seconds, not every poll + claim.
         return max(0.0, min(wait, self._last_claim + opts.poll - time.monotonic()))
 

@@ -66,6 +66,9 @@ class Context:
     def engine(self, *, schema: bool = True, create: bool = False) -> Engine:
         from tickrun.database import check_exists, open_engine, require_schema
 
+        # A configured application that cannot be imported is an error for every command,
+        # not only for those that need it: a typo must not pass unnoticed behind a table.
+        self.app(required=False)
         setting = self.database_setting()
         self.url = setting.value
         if not create:
@@ -76,6 +79,20 @@ class Context:
         if self._app is not None:
             self._app.use_database(self.url)
         return engine
+
+    def check_task_name(self, engine: Engine, name: str | None, *, stored: bool = True) -> None:
+        """A ``--task`` filter: with an application loaded, a name it does not register is an
+        error naming those it does (a typo would otherwise match nothing, silently), unless
+        ``stored`` and tasks of that name are in the database (a handler since removed)."""
+        app = self.app(required=False)
+        if name is None or app is None or name in app.tasks:
+            return
+        if stored:
+            from tickrun.listings import has_tasks
+
+            if has_tasks(engine, name):
+                return
+        app.spec(name)  # raises UnknownTask with the registered names
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
@@ -140,6 +157,58 @@ def formats(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Output format.",
     )(wrapper)
+
+
+def utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A callback for strings that reach the database (a name, key, queue, worker): text,
+    not bytes that are not UTF-8, which Python keeps as lone surrogates and the drivers fail
+    on mid-statement. Takes one value or a tuple (``multiple=True``)."""
+    from tickrun.flow import is_text
+
+    for text in value if isinstance(value, tuple) else (value,):
+        if isinstance(text, str) and not is_text(text):
+            # As typed: b"k\xff" shows as 'k\xff', not as Python's 'k\udcff'.
+            typed = repr(text.encode("utf-8", "surrogateescape"))[1:]
+            raise click.BadParameter(f"{typed} is not valid UTF-8", ctx, param)
+    return value
+
+
+def table_width() -> int | None:
+    """How wide tables may be: ``COLUMNS`` when set, else the terminal's width when stdout is
+    one; None (never shorten anything) when the output goes to a file, a pipe or a program."""
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def given_as(ctx: click.Context, name: str) -> str:
+    """How parameter ``name`` was given, for a message about its value: its environment
+    variable when the value came from there (the user typed no flag), else its flag."""
+    from click.core import ParameterSource
+
+    param = next(p for p in ctx.command.params if p.name == name)
+    envvar = getattr(param, "envvar", None)
+    if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT and envvar:
+        return envvar if isinstance(envvar, str) else envvar[0]
+    return param.opts[0]
+
+
+def choice(*choices: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A callback for an option with an environment variable: one of ``choices`` (any case),
+    or an error that blames the variable when the value came from it, not the flag."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or str(value).lower() in choices:
+            return None if value is None else str(value).lower()
+        where = given_as(ctx, param.name or "")
+        raise UsageError(f"invalid {where} {value!r}: use one of {', '.join(choices)}")
+
+    return callback
 
 
 def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:

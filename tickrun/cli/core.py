@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx, utf8
 from tickrun.cli.monitoring import Observe, observability
 from tickrun.errors import UsageError
 
@@ -43,17 +42,34 @@ def init(ctx: Context) -> None:
 
 
 @cli.command()
-@click.argument("task")
-@click.option("--payload", metavar="JSON", help="Keyword arguments, as a JSON object.")
-@click.option("--key", help="Idempotency key: a second enqueue with it adds nothing.")
+@click.argument("task", callback=utf8)
+@click.option(
+    "--payload",
+    metavar="JSON",
+    help="Keyword arguments, as a JSON object; - reads it from stdin.",
+)
+@click.option(
+    "--payload-file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Read the JSON object from FILE (- for stdin): for payloads too large for a command line.",
+)
+@click.option(
+    "--key", callback=utf8, help="Idempotency key: a second enqueue with it adds nothing."
+)
 @click.option("--at", "at", metavar="ISO", help="Run at this time (ISO 8601; UTC if no offset).")
 @click.option(
-    "--in", "delay", metavar="DURATION", callback=duration, help="Run after this long, e.g. 10m."
+    "--in",
+    "delay",
+    metavar="DURATION",
+    callback=duration,
+    help="Run after this long, e.g. 10m, 90s, 200ms, 1w.",
 )
-@click.option("--queue", help="Queue, instead of the task's own.")
+@click.option("--queue", callback=utf8, help="Queue, instead of the task's own.")
 @click.option("--priority", type=int, help="Priority, instead of the task's own (higher first).")
 @click.option(
     "--group",
+    callback=utf8,
     help="Key value for per-key limits (a task with a concurrency_key), instead of the payload's.",
 )
 @formats
@@ -63,6 +79,7 @@ def enqueue(
     ctx: Context,
     task: str,
     payload: str | None,
+    payload_file: str | None,
     key: str | None,
     at: str | None,
     delay: float | None,
@@ -73,11 +90,16 @@ def enqueue(
 ) -> None:
     """Add a task; prints its id.
 
+    The payload is a JSON object (nested at most 100 levels), given with --payload, or read
+    from a file or stdin with --payload-file FILE or --payload -.
+
     Example: tickrun enqueue send_welcome_email --payload '{"user_id": 42}' --in 10m
     """
     from tickrun.output import render_one
 
-    data = _parse_payload(payload)
+    data = _payload(payload, payload_file)
+    if at is not None and delay is not None:
+        raise UsageError("give --at or --in, not both")
     run_at = _parse_time(at) if at is not None else None
     app = ctx.app()
     assert app is not None
@@ -107,7 +129,13 @@ def shared_run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     --grace, and (:func:`observability`) --log-format, --metrics-file, --ping-url."""
     for option in reversed(
         [
-            click.option("--queue", "queues", multiple=True, help="Only this queue (repeatable)."),
+            click.option(
+                "--queue",
+                "queues",
+                callback=utf8,
+                multiple=True,
+                help="Only this queue (repeatable).",
+            ),
             click.option(
                 "--concurrency",
                 type=click.IntRange(min=1, max=256),
@@ -115,7 +143,9 @@ def shared_run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 show_default=True,
                 help="Handlers run at once.",
             ),
-            click.option("--worker", help="Name recorded on attempts [default: host:pid]."),
+            click.option(
+                "--worker", callback=utf8, help="Name recorded on attempts [default: host:pid]."
+            ),
             click.option(
                 "--fail-on",
                 type=click.Choice(["dead", "failure", "never"]),
@@ -288,19 +318,47 @@ def _run_observed(
     return summary.exit_code
 
 
-def _parse_payload(text: str | None) -> dict[str, Any]:
+def _payload(text: str | None, path: str | None) -> dict[str, Any]:
+    """The --payload object, from the flag, a file or stdin; one-line errors for the rest."""
+    from tickrun.errors import PayloadError
+    from tickrun.flow import is_text
+    from tickrun.specs import decode_payload
+
+    if text is not None and path is not None:
+        raise UsageError("give --payload or --payload-file, not both")
+    if text == "-":
+        path = "-"
+    if path is None:
+        if text is None:
+            return {}
+        source = "--payload"
+    else:
+        source = "stdin" if path == "-" else path
+        text = _read_payload(path, source)
+    if not is_text(text):
+        raise PayloadError(f"payload from {source} is not valid UTF-8")
+    return decode_payload(text)
+
+
+def _read_payload(path: str, source: str) -> str:
+    """The text of a payload file (``-``: stdin), strictly UTF-8."""
+    import sys
+
     from tickrun.errors import PayloadError
 
-    if text is None:
-        return {}
+    data: bytes
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"invalid JSON payload: {exc}") from None
-    if not isinstance(value, dict):
-        kind = "an array" if isinstance(value, list) else type(value).__name__
-        raise PayloadError(f"payload must be a JSON object, not {kind}")
-    return value
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read payload from {source}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"payload from {source} is not valid UTF-8 ({exc.reason})") from None
 
 
 def _parse_time(text: str) -> datetime:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx, table_width, utf8
 from tickrun.errors import TickrunError, UsageError
 from tickrun.output import Column
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from tickrun.maintenance import Moved
 
 SHOWN_IDS = 20
+# With an application loaded, a name it does not register is an error (a typo would match
+# nothing), unless stored tasks still have it.
+TASK_HELP = "Only tasks of this name (one the application registers, if it is loaded)."
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -91,8 +94,8 @@ DLQ_COLUMNS = [
 
 
 @cli.command()
-@click.option("--queue", help="Only this queue.")
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--queue", callback=utf8, help="Only this queue.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
 @common
@@ -112,10 +115,12 @@ def due(
     from tickrun import clock, listings
     from tickrun.output import render
 
-    rows = listings.due(ctx.engine(), clock.now(), queue=queue, task=task_name, limit=limit)
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
+    rows = listings.due(engine, clock.now(), queue=queue, task=task_name, limit=limit)
     # Without flow control the two columns would only narrow the others: shown when used.
     columns = [c for c in DUE_COLUMNS if c.field not in OPTIONAL or any(r[c.field] for r in rows)]
-    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", columns))
+    click.echo(render(rows, listings.DUE_FIELDS, fmt, "(nothing due)", columns, table_width()))
 
 
 def since_option(help_text: str) -> Callable[[_F], _F]:
@@ -132,8 +137,8 @@ def since_option(help_text: str) -> Callable[[_F], _F]:
 
 @cli.command()
 @since_option("How far back.")
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
-@click.option("--queue", help="Only tasks of this queue.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
+@click.option("--queue", callback=utf8, help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N attempts.")
 @formats
 @common
@@ -154,9 +159,9 @@ def failures(
     from tickrun.output import render
 
     now = clock.now()
-    rows = listings.failures(
-        ctx.engine(), now, since=since, task=task_name, queue=queue, limit=limit
-    )
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
+    rows = listings.failures(engine, now, since=since, task=task_name, queue=queue, limit=limit)
     columns = [
         Column("id", align="right"),
         Column("task", shrink=10, shrink_last=True),
@@ -166,12 +171,12 @@ def failures(
         Column("next_run_at", "next", value=lambda r: _until(now, r["next_run_at"])),
         Column("error", shrink=12),
     ]
-    click.echo(render(rows, listings.FAILURE_FIELDS, fmt, "(no failures)", columns))
+    click.echo(render(rows, listings.FAILURE_FIELDS, fmt, "(no failures)", columns, table_width()))
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
-@click.option("--queue", help="Only tasks of this queue.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
+@click.option("--queue", callback=utf8, help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks.")
 @formats
 @common
@@ -191,16 +196,31 @@ def dlq(
             # `tickrun dlq --task X purge` must not purge every task's dead rows.
             raise UsageError("put --task after the subcommand, e.g. tickrun dlq purge --task NAME")
         return
-    rows = listings.dead(ctx.engine(), task=task_name, queue=queue, limit=limit)
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
+    rows = listings.dead(engine, task=task_name, queue=queue, limit=limit)
     click.echo(
-        render(rows, listings.DLQ_FIELDS, fmt, "(the dead-letter queue is empty)", DLQ_COLUMNS)
+        render(
+            rows,
+            listings.DLQ_FIELDS,
+            fmt,
+            "(the dead-letter queue is empty)",
+            DLQ_COLUMNS,
+            table_width(),
+        )
     )
 
 
 @dlq.command("retry")
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--all", "all_dead", is_flag=True, help="Every dead task (of --task, if given).")
-@click.option("--task", "task_name", metavar="NAME", help="With --all: only tasks of this name.")
+@click.option(
+    "--task",
+    "task_name",
+    callback=utf8,
+    metavar="NAME",
+    help="With --all: only tasks of this name.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would move; change nothing.")
 @common
 @pass_ctx
@@ -219,8 +239,11 @@ def dlq_retry(
         raise UsageError("--task goes with --all: tickrun dlq retry --all --task NAME")
     if not ids and not all_dead:
         raise UsageError("give the ids of the dead tasks to retry, or --all")
+    engine = ctx.engine()
+    # Retried tasks of a name no handler registers would only wait: no stored-name escape.
+    ctx.check_task_name(engine, task_name, stored=False)
     moved = maintenance.retry_dead(
-        ctx.engine(), clock.now(), ids=ids or None, task=task_name, dry_run=dry_run
+        engine, clock.now(), ids=ids or None, task=task_name, dry_run=dry_run
     )
     _report(moved, "retry", "retried", "back to pending, due now", dry_run)
 
@@ -232,7 +255,7 @@ def dlq_retry(
     callback=duration,
     help="Only tasks dead for longer than this, e.g. 30d.",
 )
-@click.option("--task", "task_name", metavar="NAME", help="Only tasks of this name.")
+@click.option("--task", "task_name", callback=utf8, metavar="NAME", help=TASK_HELP)
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
 @common
 @pass_ctx
@@ -243,8 +266,10 @@ def dlq_purge(ctx: Context, older_than: float | None, task_name: str | None, dry
     """
     from tickrun import clock, maintenance
 
+    engine = ctx.engine()
+    ctx.check_task_name(engine, task_name)
     moved = maintenance.purge_dead(
-        ctx.engine(), clock.now(), older_than=older_than, task=task_name, dry_run=dry_run
+        engine, clock.now(), older_than=older_than, task=task_name, dry_run=dry_run
     )
     _report(moved, "purge", "purged", "and their history", dry_run)
 
@@ -257,7 +282,7 @@ def _report(moved: Moved, verb: str, done: str, how: str, dry_run: bool) -> None
         click.echo(f"note: task {task_id} is {status}, not dead: left alone", err=True)
     if dry_run:
         if moved.rows:
-            click.echo(fitted_table(moved.rows, DLQ_COLUMNS))
+            click.echo(fitted_table(moved.rows, DLQ_COLUMNS, table_width()))
         click.echo(f"dry run: would {verb} {_tasks(len(moved.rows), 'dead')}; nothing changed")
         return
     tail = f" {how}: {_ids(moved.ids)}" if moved.rows else ""
@@ -288,7 +313,7 @@ def show(ctx: Context, task_id: int, fmt: str) -> None:
                 for k, v in obj.items()
             }
             obj["children"] = " ".join(str(i) for i in obj["children"])
-        click.echo(render_one(obj, fmt))
+        click.echo(render_one(obj, fmt, table_width()))
         return
     click.echo(_show_table(detail))
 
@@ -300,7 +325,7 @@ def _show_table(detail: TaskDetail) -> str:
     fields = {k: v for k, v in detail.fields.items() if k not in hidden}
     # The follow-ups this task's success enqueued (ctx.enqueue): `tickrun show ID` on each.
     fields["children"] = _ids(detail.fields["children"]) or None
-    parts = [render_one(fields, "table")]
+    parts = [render_one(fields, "table", table_width())]
     parts.append("payload:\n" + json.dumps(detail.fields["payload"], indent=2, sort_keys=True))
     if detail.fields["result"] is not None:
         parts.append("result:\n" + json.dumps(detail.fields["result"], indent=2, sort_keys=True))
@@ -308,12 +333,14 @@ def _show_table(detail: TaskDetail) -> str:
         Column("attempt", "#", align="right"),
         Column("started_at", "started", value=lambda h: _long_time(h["started_at"])),
         Column("finished_at", "ended", value=lambda h: _end_time(h)),
-        Column("duration_s", "took", value=lambda h: _secs(h["duration_s"]), align="right"),
+        Column("duration_s", "took", value=_took, align="right"),
         Column("worker", shrink=6),
         Column("outcome"),
         Column("error", shrink=12),
     ]
-    parts.append("history:\n" + fitted_table(detail.history, columns, empty="(no attempt yet)"))
+    parts.append(
+        "history:\n" + fitted_table(detail.history, columns, table_width(), "(no attempt yet)")
+    )
     last = detail.last_failure
     if last is not None:
         which = f"attempt {last['attempt']}, " if last["attempt"] is not None else ""
@@ -322,6 +349,11 @@ def _show_table(detail: TaskDetail) -> str:
             + (last["traceback"] or last["error"] or "(no error text)").rstrip()
         )
     return "\n\n".join(parts)
+
+
+def _took(attempt: Mapping[str, Any]) -> str:
+    # A lost attempt's end is when the loss was noticed, not when its run died: unknown.
+    return "unknown" if attempt["outcome"] == "lost" else _secs(attempt["duration_s"])
 
 
 def _long_time(value: datetime | None) -> str:
@@ -380,7 +412,9 @@ def stats(ctx: Context, since: float, only_limits: bool, fmt: str) -> None:
     now = clock.now()
     usage = listings.limit_usage(ctx.engine(), now)
     if only_limits:
-        click.echo(render(usage, listings.LIMIT_FIELDS, fmt, "(no limits)", LIMIT_COLUMNS))
+        click.echo(
+            render(usage, listings.LIMIT_FIELDS, fmt, "(no limits)", LIMIT_COLUMNS, table_width())
+        )
         return
     rows = listings.stats(ctx.engine(), now, since=since)
     if fmt != "table":
@@ -411,12 +445,12 @@ def stats(ctx: Context, since: float, only_limits: bool, fmt: str) -> None:
         Column("wait_p50_s", "wait p50", value=lambda r: _secs(r["wait_p50_s"]), align="right"),
         Column("wait_p95_s", "wait p95", value=lambda r: _secs(r["wait_p95_s"]), align="right"),
     ]
-    click.echo(fitted_table(rows, counts))
+    click.echo(fitted_table(rows, counts, table_width()))
     click.echo(f"\nover the last {format_duration(since)}:")
-    click.echo(fitted_table(rows, timing))
+    click.echo(fitted_table(rows, timing, table_width()))
     if usage:
         click.echo("\nlimits:")
-        click.echo(fitted_table(usage, LIMIT_COLUMNS))
+        click.echo(fitted_table(usage, LIMIT_COLUMNS, table_width()))
 
 
 def _percent(row: Mapping[str, Any]) -> str:
@@ -486,6 +520,7 @@ def _stale_bounds(
         name, sep, text = value.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{value!r}: use SCHEDULE=DURATION, e.g. nightly=25h")
+        utf8(_ctx, _param, name)
         try:
             bounds[name] = parse_duration(text)
         except UsageError as exc:

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.base import (
+    Context,
+    choice,
+    cli,
+    common,
+    duration,
+    formats,
+    given_as,
+    pass_ctx,
+    table_width,
+)
 from tickrun.errors import UsageError
 from tickrun.output import Column
 
@@ -60,20 +70,26 @@ class Observe:
     log_format: str = "text"
     metrics_file: str | None = None
     ping_url: str | None = None
+    log_level: str = "info"
+    # How the ping URL and metrics file were given (flag or variable), for their errors.
+    ping_from: str = "--ping-url"
+    metrics_from: str = "--metrics-file"
 
     def check(self) -> None:
         """Bad values are one-line errors before anything runs or is sent."""
         from tickrun.notify import check_url
 
         if self.ping_url:
-            check_url(self.ping_url, "--ping-url")
+            check_url(self.ping_url, self.ping_from)
         if self.metrics_file:
-            _check_writable(self.metrics_file, "--metrics-file")
+            _check_writable(self.metrics_file, self.metrics_from)
 
     def start(self) -> None:
         from tickrun import logs
 
-        logs.setup(self.log_format)
+        # Child processes (tasks with a timeout) read their level from the environment.
+        os.environ[logs.LEVEL_ENV] = self.log_level
+        logs.setup(self.log_format, self.log_level)
         self.ping("/start", "")
 
     def ping(self, suffix: str, body: str) -> None:
@@ -109,19 +125,40 @@ class Observe:
 
 
 def observability(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--log-format``, ``--metrics-file`` and ``--ping-url``, resolved into one ``observe``."""
-    from tickrun.logs import FORMATS
+    """``--log-format``, ``--log-level``, ``--metrics-file`` and ``--ping-url``, resolved into
+    one ``observe``."""
+    from tickrun.logs import DEFAULT_LEVEL, FORMATS, LEVEL_ENV, LEVELS
 
     @functools.wraps(fn)
     def wrapper(
         *args: Any,
         log_format: str,
+        log_level: str,
         metrics_file: str | None,
         ping_url: str | None,
         **kwargs: Any,
     ) -> Any:
-        observe = Observe(log_format, metrics_file or None, ping_url or None)
+        ctx = click.get_current_context()
+        observe = Observe(
+            log_format,
+            metrics_file or None,
+            ping_url or None,
+            log_level,
+            ping_from=given_as(ctx, "ping_url"),
+            metrics_from=given_as(ctx, "metrics_file"),
+        )
         return fn(*args, observe=observe, **kwargs)
+
+    wrapper = click.option(
+        "--log-level",
+        metavar="[" + "|".join(LEVELS) + "]",
+        callback=choice(*LEVELS),
+        default=DEFAULT_LEVEL,
+        show_default=True,
+        envvar=LEVEL_ENV,
+        help="Least severe log lines shown, of tickrun and of handlers' ctx.logger; other "
+        f"libraries log warnings and up (env {LEVEL_ENV}).",
+    )(wrapper)
 
     wrapper = click.option(
         "--ping-url",
@@ -139,7 +176,8 @@ def observability(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(wrapper)
     return click.option(
         "--log-format",
-        type=click.Choice(FORMATS),
+        metavar="[" + "|".join(FORMATS) + "]",
+        callback=choice(*FORMATS),
         default="text",
         show_default=True,
         envvar="TICKRUN_LOG_FORMAT",
@@ -231,7 +269,9 @@ def alerts(ctx: Context, include_delivered: bool, limit: int | None, fmt: str) -
     rows = outbox.listing(
         ctx.engine(), clock.now(), include_delivered=include_delivered, limit=limit
     )
-    click.echo(render(rows, ALERT_FIELDS, fmt, "(no undelivered alerts)", ALERT_COLUMNS))
+    click.echo(
+        render(rows, ALERT_FIELDS, fmt, "(no undelivered alerts)", ALERT_COLUMNS, table_width())
+    )
 
 
 @alerts.command("retry")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import click
 
-from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx
+from tickrun.cli.base import Context, cli, common, duration, formats, pass_ctx, table_width
 from tickrun.output import Column
 
 COLUMNS = [
     Column("id", align="right"),
     Column("started_at", "started"),
     Column("finished_at", "ended"),
+    Column("state"),
     Column("worker", shrink=10),
     Column("claimed", align="right"),
     Column("succeeded", "ok", align="right"),
@@ -37,8 +38,13 @@ COLUMNS = [
 @common
 @pass_ctx
 def runs(ctx: Context, since: float | None, limit: int, fmt: str) -> None:
-    """Recent runs, newest first: when each started and ended, its worker, how many tasks it
-    claimed, and how they ended. A run with no end is still going, or died.
+    """Recent runs, newest first: when each started and ended, its state, its worker, how many
+    tasks it claimed, and how they ended.
+
+    \b
+    state: finished; running; or lost (killed, its host gone: it never recorded an end). A
+    lost or running cron run's claimed and ok are counted from its attempts and the tasks it
+    holds; its retried and dead are unknown (blank; JSON null).
 
     Example: tickrun runs --since 1h --json
     """
@@ -46,4 +52,4 @@ def runs(ctx: Context, since: float | None, limit: int, fmt: str) -> None:
     from tickrun.output import render
 
     rows = activity.recent_runs(ctx.engine(), clock.now(), since=since, limit=limit)
-    click.echo(render(rows, activity.RUNS_FIELDS, fmt, "(no run recorded)", COLUMNS))
+    click.echo(render(rows, activity.RUNS_FIELDS, fmt, "(no run recorded)", COLUMNS, table_width()))

@@ -19,7 +19,8 @@ WEB_MODULES = ("starlette", "jinja2", "uvicorn", "python_multipart")
     default="127.0.0.1:8080",
     show_default=True,
     metavar="HOST:PORT",
-    help="Address to listen on; loopback unless told otherwise (port 0: any free port).",
+    help="Address to listen on; loopback unless told otherwise (:PORT: every interface, "
+    "0.0.0.0; port 0: any free port).",
 )
 @click.option(
     "--allow-actions",

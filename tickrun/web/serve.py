@@ -22,10 +22,13 @@ _STOP = (signal.SIGINT, signal.SIGTERM)
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``PORT`` (on 127.0.0.1) -> (host, port).
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``PORT`` (on 127.0.0.1) or ``:PORT`` (on every
+    interface, as ``0.0.0.0``, the address it is then named by) -> (host, port).
 
     >>> parse_bind("0.0.0.0:9000"), parse_bind("[::1]:8080"), parse_bind("8081")
     (('0.0.0.0', 9000), ('::1', 8080), ('127.0.0.1', 8081))
+    >>> parse_bind(":8081")
+    ('0.0.0.0', 8081)
     """
     raw = text.strip()
     if raw.startswith("["):
@@ -34,6 +37,7 @@ def parse_bind(text: str) -> tuple[str, int]:
             raise UsageError(f"invalid --bind {text!r}: use [IPv6]:PORT, e.g. [::1]:8080")
     elif ":" in raw:
         host, _, port = raw.rpartition(":")
+        host = host or "0.0.0.0"  # noqa: S104 - asked for: ":PORT" is every interface
     else:
         host, port = "127.0.0.1", raw
     if not port.isdigit() or not 0 <= int(port) <= 65535:
