@@ -7,6 +7,7 @@ The real-process tests (overlapping runs, SIGKILL) are in test_flow_processes.py
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from sqlalchemy import event, func, select
 
 from tests.conftest import tickrun, write_app
 from tests.helpers.apps import T0, new_app, row
-from tickrun import App, ConfigError, PayloadError, UsageError, clock, store
+from tests.helpers.locks import sessions_waiting
+from tests.helpers.processes import wait_until
+from tickrun import App, ConfigError, PayloadError, UsageError, clock, gate, store
 from tickrun.flow import Rate, parse_rate
 from tickrun.lifecycle import CANCELLED, DEAD, PENDING, RETRYING, RUNNING, SUCCEEDED, Outcome
 from tickrun.schema import attempts, tasks
@@ -310,6 +313,34 @@ def test_limits_are_registered_for_stats_and_locks(db_url: str) -> None:
     assert len(writes) == 1  # only the changed limit
     assert (stored["task:pdf"].concurrency, stored["task:pdf"].updated_at) == (3, s(2))
     assert stored["task:mail"].updated_at == stored["queue:stripe"].updated_at == T0
+
+
+def test_runs_starting_together_register_a_new_limit_without_deadlock(server_url: str) -> None:
+    """Runs that all find a limit's row missing insert it together: the later ones wait for
+    the first and write after it. An INSERT that failed on the duplicate followed by an UPDATE
+    deadlocked two of them on MariaDB (each held the shared lock of its failed INSERT)."""
+    app = App(database_url=server_url)
+    app.task(name="rated", rate="3/2s")(lambda: None)
+    app.use_database(server_url)
+    errors: list[Exception] = []
+
+    def start(pid: int) -> None:
+        try:
+            store.start_run(
+                app.engine, host="h", worker=f"h:{pid}", pid=pid, now=T0, limits=app.limits()
+            )
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    with app.engine.connect() as first, first.begin():
+        gate.register(first, app.limits(), T0)  # the row, inserted and not committed yet
+        others = [threading.Thread(target=start, args=(pid,)) for pid in (2, 3)]
+        for thread in others:
+            thread.start()
+        wait_until(lambda: sessions_waiting(app.engine) >= 2, "both runs to wait for it")
+    for thread in others:
+        thread.join(60)
+    assert errors == []
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from tests.conftest import write_app
+from tests.helpers.locks import sessions_waiting
 from tests.helpers.processes import (
     DEADLINE,
     app_source,
@@ -294,25 +295,6 @@ def test_overlapping_runs_with_two_limits_never_deadlock(
     assert {r.status for r in task_rows(server_engine).values()} == {SUCCEEDED}
 
 
-def waiting_for_lock(engine: Engine) -> bool:
-    """Whether a session of this database (not another test's) waits for a row lock of
-    ``tickrun_limits`` now (MariaDB does not list such a wait in innodb_trx: its locking
-    SELECT is simply still running while the test holds the row)."""
-    if engine.dialect.name == "postgresql":
-        stmt = (
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-    else:
-        stmt = (
-            "SELECT count(*) FROM information_schema.processlist"
-            " WHERE db = DATABASE() AND command = 'Query' AND id <> CONNECTION_ID()"
-            " AND info LIKE '%%tickrun_limits%%FOR UPDATE%%'"
-        )
-    with engine.connect() as conn:
-        return bool(conn.exec_driver_sql(stmt).scalar())
-
-
 def test_a_claim_that_waited_for_a_limits_lock_counts_its_starts_from_after_the_wait(
     server_url: str, server_engine: Engine, project: Path
 ) -> None:
@@ -326,7 +308,7 @@ def test_a_claim_that_waited_for_a_limits_lock_counts_its_starts_from_after_the_
     # before the claim after it. Its starts were logged at the time it read before the wait.
     with server_engine.connect() as conn, conn.begin():
         conn.execute(select(limits.c.scope).where(limits.c.scope == "task:rated").with_for_update())
-        wait_until(lambda: waiting_for_lock(server_engine), "the run's claim to wait for the lock")
+        wait_until(lambda: sessions_waiting(server_engine), "the run's claim to wait for the lock")
         wait_until(lambda: time.time() > first + 3.9, "the lock to have been held long enough")
     code, out, err = run.finish()
     assert code == 0, out + err

@@ -443,6 +443,36 @@ def insert_unless_exists(
         return None
 
 
+def upsert(conn: Connection, table: Table, values: dict[str, Any], unique: str) -> None:
+    """Insert a row, or update the row with the same ``unique`` value, in one statement.
+
+    One statement, so that it locks the row exclusively from the start: an INSERT that fails
+    on a duplicate key and is followed by an UPDATE holds a shared lock on the row in between
+    (InnoDB), and two transactions doing that to one row deadlock.
+    """
+    changes = {k: v for k, v in values.items() if k != unique}
+    backend = kind(conn)
+    if backend == "mysql":
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        stmt: Any = mysql_insert(table).values(values)
+        conn.execute(stmt.on_duplicate_key_update(**{k: stmt.inserted[k] for k in changes}))
+        return
+    if backend == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table).values(values)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(values)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[unique], set_={k: stmt.excluded[k] for k in changes}
+        )
+    )
+
+
 @cache
 def _insert_or_nothing(backend: str, table: Table, unique: str) -> Any:
     """Built once: constructing a statement per enqueue costs more than running it."""

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -94,12 +94,9 @@ def register(conn: Connection, defined: Sequence[Limit], now: datetime) -> None:
         row = stored.get(scope)
         if row is not None and all(getattr(row, k) == v for k, v in values.items()):
             continue  # as registered: no write, no lock
-        values["updated_at"] = now
-        if row is None and dialects.insert_unless_exists(
-            conn, limits, {"scope": scope, **values}, "scope"
-        ):
-            continue
-        conn.execute(update(limits).where(limits.c.scope == scope).values(values))
+        # Runs starting together may both find the row missing: one statement each, so the
+        # second waits for the first instead of deadlocking with it.
+        dialects.upsert(conn, limits, {"scope": scope, **values, "updated_at": now}, "scope")
 
 
 def _lock(conn: Connection, scopes: Iterable[str], now: datetime) -> None:
