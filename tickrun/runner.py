@@ -397,9 +397,7 @@ class Runner:
             return True
         if opts.max_tasks is not None and self.summary.claimed >= opts.max_tasks:
             return True
-        # Claimed and not finished: running, or waiting in the local queue for a slot.
-        outstanding = len(self._held) - unrecorded - self._results.qsize()
-        want = opts.concurrency + self._prefetch() - outstanding
+        want = opts.concurrency + self._prefetch() - self._outstanding(unrecorded)
         if opts.max_tasks is not None:
             want = min(want, opts.max_tasks - self.summary.claimed)
         if want <= 0:
@@ -461,9 +459,12 @@ class Runner:
             self._deliverer.wake()
         return batch.exhausted(want)
 
+    def _outstanding(self, unrecorded: int) -> int:
+        """Claimed tasks not finished: running, or waiting in the local queue for a slot."""
+        return len(self._held) - unrecorded - self._results.qsize()
+
     def _idle_workers(self, unrecorded: int) -> int:
-        busy = len(self._held) - unrecorded - self._results.qsize()
-        return max(0, self.options.concurrency - busy)
+        return max(0, self.options.concurrency - self._outstanding(unrecorded))
 
     def _prefetch(self) -> int:
         """How many tasks to claim beyond one per free slot: what the slots that are not
